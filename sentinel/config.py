@@ -1,0 +1,404 @@
+"""Sentinel's configuration: YAML parsed once into frozen, typed objects.
+
+    >>> cfg = load_config("config/sentinel.yaml")
+    >>> cfg.window_steps
+    30
+
+Every error is a :class:`ConfigError` naming the key, the bad value and what is expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args
+from urllib.parse import urlsplit
+
+import yaml
+
+from sentinel.errors import ConfigError
+
+Op = Literal[">", ">=", "<", "<=", "==", "!="]
+Transform = Literal["none", "log1p"]
+Center = Literal["none", "window"]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One model input, in model input order.
+
+    `transform` is applied first (``log1p`` for quantities spanning orders of magnitude),
+    then `center: window` subtracts the window's own mean of the transformed value, so a
+    service with 50 qps and one with 50,000 qps look alike to the model; last comes the
+    global standardisation fitted on training data.
+    """
+
+    name: str
+    transform: Transform = "none"
+    center: Center = "none"
+
+
+@dataclass(frozen=True)
+class Condition:
+    metric: str
+    op: Op
+    value: float
+
+
+@dataclass(frozen=True)
+class FailureRule:
+    mode: Literal["any", "all"]
+    conditions: tuple[Condition, ...]
+    for_seconds: float
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str
+    timeout_seconds: float = 5.0
+    secret_file: str | None = None
+    secret_env: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertingConfig:
+    threshold: float = 0.5  # fire when risk >= threshold ...
+    for_steps: int = 2  # ... for this many consecutive scored steps
+    resolve_threshold: float = 0.3  # resolve when risk < resolve_threshold ...
+    resolve_steps: int = 6  # ... for this many consecutive scored steps
+    cooldown_seconds: float = 300.0  # no new firing this long after a resolve
+    severity: str = "critical"
+    webhooks: tuple[WebhookConfig, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    learning_rate: float = 0.002
+    lstm_units: tuple[int, int] = (48, 24)
+    validation_fraction: float = 0.2  # the last fraction of time is the validation split
+    patience: int = 4  # early stopping on validation loss
+    seed: int = 7
+    negative_stride: int = 3  # keep every Nth negative window (positives all kept)
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
+    topic: str = "sentinel.metrics"
+    group_id: str = "sentinel"
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    allowed_lateness_seconds: float = 30.0
+    max_missing_fraction: float = 0.2  # a window with more missing steps is not scored
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    path: str = "model"
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    listen: str = "127.0.0.1:9108"
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True)
+class Config:
+    step_seconds: int
+    window_seconds: int
+    horizon_seconds: int
+    features: tuple[FeatureSpec, ...]
+    failure: FailureRule
+    alerting: AlertingConfig = field(default_factory=AlertingConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    kafka: KafkaConfig = field(default_factory=KafkaConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    source: str = "<memory>"
+
+    @property
+    def window_steps(self) -> int:
+        return self.window_seconds // self.step_seconds
+
+    @property
+    def horizon_steps(self) -> int:
+        return self.horizon_seconds // self.step_seconds
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def failure_for_steps(self) -> int:
+        """Consecutive steps the failure condition must hold (at least one)."""
+        return max(1, -(-int(self.failure.for_seconds) // self.step_seconds))
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a YAML config file; every problem is a :class:`ConfigError`."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            raw = yaml.safe_load(stream)  # a named stream puts the file name in YAML's messages
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError("<file>", str(path), f"a readable UTF-8 file ({exc})") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError("<file>", str(path), f"valid YAML: {exc}") from exc
+    if raw is None:
+        raise ConfigError("<file>", str(path), "a mapping of config keys, not an empty file")
+    return parse_config(raw, str(path))
+
+
+def parse_config(raw: object, source: str = "<memory>") -> Config:
+    """Validate an already-loaded YAML document (e.g. the result of ``yaml.safe_load``)."""
+    cfg = _build(Config, raw, "", _TOP, _REQUIRED, source=source)
+    assert isinstance(raw, dict)  # checked by _build
+    step = cfg.step_seconds
+    grid = (("window", cfg.window_seconds, 2), ("horizon", cfg.horizon_seconds, 1))
+    for name, seconds, min_steps in grid:  # the model sees whole steps only
+        if seconds % step or seconds < min_steps * step:
+            expected = f"a multiple of step ({step}s) and at least {min_steps * step}s"
+            raise ConfigError(name, raw[name], expected)
+    return cfg
+
+
+def parse_duration(value: object, key: str = "duration", *, allow_zero: bool = False) -> float:
+    """Seconds in a duration: a number of seconds, or a string with a unit s, m, h or d.
+
+    >>> parse_duration("1.5h")
+    5400.0
+    """
+    match = _DURATION_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match:
+        seconds = float(match[1]) * _UNIT_SECONDS[match[2]]
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        sign = "non-negative" if allow_zero else "positive"
+        raise ConfigError(key, value, f"a {sign} duration such as 30, '10s', '5m', '1.5h', '1d'")
+    return seconds
+
+
+# Readers turn (YAML value, dotted key) into a typed value or raise ConfigError. A spec maps
+# the YAML keys of one mapping to readers; a duration key `x` fills the field `x_seconds`.
+T = TypeVar("T")
+Reader = Callable[[object, str], Any]
+Spec = dict[str, Reader]
+
+_DURATION_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_HOST_PORT_RE = re.compile(r"([^\s:\[\]]+|\[[0-9A-Fa-f:.]+\]):([0-9]{1,5})")
+
+
+def _join(path: str, name: object) -> str:
+    return f"{path}.{name}" if path else str(name)
+
+
+def _mapping(raw: object, path: str, known: Collection[str], required: Collection[str]) -> dict:
+    """The mapping itself, once every key is known and every required key is present."""
+    if not isinstance(raw, dict):
+        raise ConfigError(path or "<document>", raw, "a mapping of keys to values")
+    for name in raw:
+        if name not in known:
+            close = difflib.get_close_matches(str(name), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(_join(path, name), name, f"one of {', '.join(known)}{hint}")
+    for name in required:
+        if name not in raw:
+            raise ConfigError(_join(path, name), None, "a value: this key is required")
+    return raw
+
+
+def _build(
+    cls: type[T],
+    raw: object,
+    path: str,
+    spec: Spec,
+    required: Collection[str] = (),
+    **extra: object,
+) -> T:
+    """One dataclass from one YAML mapping; keys left out keep the dataclass's defaults."""
+    mapping = _mapping(raw, path, spec, required)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    values = {
+        (name if name in names else f"{name}_seconds"): read(mapping[name], _join(path, name))
+        for name, read in spec.items()
+        if name in mapping
+    }
+    return cls(**values, **extra)
+
+
+def _section(cls: type, spec: Spec, required: Collection[str] = ()) -> Reader:
+    return lambda value, key: _build(cls, value, key, spec, required)
+
+
+def _number(
+    expected: str, ok: Callable[[float], bool] = lambda _: True, kind: type = float
+) -> Reader:
+    def read(value: object, key: str) -> Any:
+        accepted = int if kind is int else (int, float)  # an int will do for a float
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, accepted)
+            or not math.isfinite(value)
+            or not ok(value)
+        ):
+            raise ConfigError(key, value, expected)
+        return kind(value)
+
+    return read
+
+
+def _integer(minimum: int) -> Reader:
+    return _number(f"an integer >= {minimum}", lambda x: x >= minimum, int)
+
+
+def _duration(allow_zero: bool = False) -> Reader:
+    return lambda value, key: parse_duration(value, key, allow_zero=allow_zero)
+
+
+def _whole_seconds(value: object, key: str) -> int:
+    seconds = parse_duration(value, key)
+    if not seconds.is_integer():
+        raise ConfigError(key, value, "a whole number of seconds")
+    return int(seconds)
+
+
+def _text(value: object, key: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, value, "a non-empty string")
+    return value
+
+
+def _choice(choices: object) -> Reader:
+    allowed = get_args(choices)  # the choices are the Literal type the dataclass field has
+
+    def read(value: object, key: str) -> str:
+        if not isinstance(value, str) or value not in allowed:
+            raise ConfigError(key, value, f"one of {', '.join(map(repr, allowed))}")
+        return value
+
+    return read
+
+
+def _list_of(item: Reader, expected: str, min_items: int = 0, max_items: int = 1 << 31) -> Reader:
+    def read(value: object, key: str) -> tuple:
+        if not isinstance(value, list) or not min_items <= len(value) <= max_items:
+            raise ConfigError(key, value, expected)
+        return tuple(item(element, f"{key}[{i}]") for i, element in enumerate(value))
+
+    return read
+
+
+def _host_port(value: object, key: str) -> str:
+    match = _HOST_PORT_RE.fullmatch(value) if isinstance(value, str) else None
+    if not isinstance(value, str) or not match or not 1 <= int(match[2]) <= 65535:
+        raise ConfigError(key, value, "'host:port' with a port in 1..65535, e.g. '127.0.0.1:9108'")
+    return value
+
+
+def _servers(value: object, key: str) -> tuple[str, ...]:
+    items = [server.strip() for server in value.split(",")] if isinstance(value, str) else value
+    return _list_of(_host_port, "'host:port,...' or a list of 'host:port'", 1)(items, key)
+
+
+def _url(value: object, key: str) -> str:
+    if isinstance(value, str):
+        try:  # .port raises ValueError on a port that is not a number in range
+            parts = urlsplit(value)
+            if parts.scheme in ("http", "https") and parts.hostname and parts.port != 0:
+                return value
+        except ValueError:
+            pass
+    raise ConfigError(key, value, "an http:// or https:// URL with a host")
+
+
+def _features(value: object, key: str) -> tuple[FeatureSpec, ...]:
+    features = _list_of(_feature, "a non-empty list of {name: ...} features", 1)(value, key)
+    for i, spec in enumerate(features):
+        if spec.name in (earlier.name for earlier in features[:i]):
+            raise ConfigError(f"{key}[{i}].name", spec.name, "a name no other feature has")
+    return features
+
+
+def _failure(value: object, key: str) -> FailureRule:
+    raw = _mapping(value, key, ("any", "all", "for"), ())
+    modes = [mode for mode in ("any", "all") if mode in raw]
+    if len(modes) != 1:
+        raise ConfigError(key, value, "exactly one of 'any' or 'all', a list of conditions")
+    read = _list_of(_condition, "a non-empty list of {metric, op, value} conditions", 1)
+    for_seconds = parse_duration(raw.get("for", 0), _join(key, "for"), allow_zero=True)
+    return FailureRule(modes[0], read(raw[modes[0]], _join(key, modes[0])), for_seconds)
+
+
+def _alerting(value: object, key: str) -> AlertingConfig:
+    alerting = _build(AlertingConfig, value, key, _ALERTING)
+    if alerting.resolve_threshold > alerting.threshold:
+        expected = f"at most threshold ({alerting.threshold}), or alerts could never resolve"
+        raise ConfigError(_join(key, "resolve_threshold"), alerting.resolve_threshold, expected)
+    return alerting
+
+
+_FRACTION = _number("a number in [0, 1]", lambda x: 0 <= x <= 1)
+_FEATURE: Spec = {"name": _text, "transform": _choice(Transform), "center": _choice(Center)}
+_feature = _section(FeatureSpec, _FEATURE, ("name",))
+_CONDITION: Spec = {"metric": _text, "op": _choice(Op), "value": _number("a number")}
+_condition = _section(Condition, _CONDITION, tuple(_CONDITION))
+_WEBHOOK: Spec = {"url": _url, "timeout": _duration(), "secret_file": _text, "secret_env": _text}
+_webhook = _section(WebhookConfig, _WEBHOOK, ("url",))
+_ALERTING: Spec = {
+    "threshold": _FRACTION,
+    "resolve_threshold": _FRACTION,
+    "for_steps": _integer(1),
+    "resolve_steps": _integer(1),
+    "cooldown": _duration(allow_zero=True),
+    "severity": _text,
+    "webhooks": _list_of(_webhook, "a list of {url: ...} webhooks"),
+}
+_TRAINING: Spec = {
+    "epochs": _integer(1),
+    "batch_size": _integer(1),
+    "learning_rate": _number("a positive number", lambda x: x > 0),
+    "lstm_units": _list_of(_integer(1), "a list of 2 positive integers", 2, 2),
+    "validation_fraction": _number("a number in (0, 0.5)", lambda x: 0 < x < 0.5),
+    "patience": _integer(1),
+    "seed": _integer(0),
+    "negative_stride": _integer(1),
+}
+_STREAM: Spec = {
+    "allowed_lateness": _duration(allow_zero=True),
+    "max_missing_fraction": _number("a number in [0, 1)", lambda x: 0 <= x < 1),
+}
+_KAFKA: Spec = {"bootstrap_servers": _servers, "topic": _text, "group_id": _text}
+_REQUIRED = ("step", "window", "horizon", "features", "failure")
+_TOP: Spec = {
+    "step": _whole_seconds,
+    "window": _whole_seconds,
+    "horizon": _whole_seconds,
+    "features": _features,
+    "failure": _failure,
+    "alerting": _alerting,
+    "training": _section(TrainingConfig, _TRAINING),
+    "stream": _section(StreamConfig, _STREAM),
+    "kafka": _section(KafkaConfig, _KAFKA),
+    "model": _section(ModelConfig, {"path": _text}),
+    "metrics": _section(MetricsConfig, {"listen": _host_port}),
+}
