@@ -1,0 +1,85 @@
+"""The alert state machine: risk per scored step in, firing/resolved transitions out.
+
+    >>> m = AlertMachine(AlertingConfig(threshold=0.5, for_steps=2), step_seconds=10)
+    >>> m.observe("cart", 0, 0.9) is None, m.observe("cart", 10, 0.8).state
+    (True, 'firing')
+
+Per service: *fire* when risk >= threshold for `for_steps` consecutive scored steps;
+*resolve* when risk < resolve_threshold for `resolve_steps` consecutive scored steps (the gap
+between the two thresholds is the hysteresis); after a resolve, no new firing for
+`cooldown_seconds`. Consecutive means adjacent on the step grid: a skipped (unscored) step
+restarts the count. Time is the event time of the window, passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from sentinel.config import AlertingConfig
+
+State = Literal["firing", "resolved"]
+
+
+@dataclass(frozen=True, slots=True)
+class AlertTransition:
+    service: str
+    state: State
+    ts: int  # event time of the step that caused the transition
+    risk: float
+    started_ts: int  # event time of the firing that opened the episode
+
+    @property
+    def episode_key(self) -> str:
+        """Stable per alert episode: the idempotency key and fingerprint of its notifications."""
+        return hashlib.sha256(f"{self.service}\0{self.started_ts}".encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, object]:
+        return {"service": self.service, "state": self.state, "ts": self.ts,
+                "risk": round(self.risk, 6)}
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAlertState:
+    firing_since: int | None = None
+    streak: int = 0  # consecutive steps beyond the threshold that would change the state
+    last_ts: int | None = None
+    quiet_until: int = -(2**62)  # cooldown end
+
+
+class AlertMachine:
+    def __init__(self, config: AlertingConfig, step_seconds: int) -> None:
+        self.config = config
+        self.step_seconds = step_seconds
+        self.states: dict[str, ServiceAlertState] = {}
+
+    def observe(self, service: str, ts: int, risk: float) -> AlertTransition | None:
+        state = self.states.get(service, ServiceAlertState())
+        if state.last_ts is not None and ts <= state.last_ts:
+            return None  # a replayed step after a restart: already accounted for
+        adjacent = state.last_ts is not None and ts - state.last_ts == self.step_seconds
+        streak = state.streak if adjacent else 0
+        state = replace(state, last_ts=ts)
+        transition = None
+        if state.firing_since is None:
+            armed = risk >= self.config.threshold and ts >= state.quiet_until
+            streak = streak + 1 if armed else 0
+            if streak >= self.config.for_steps:
+                state, streak = replace(state, firing_since=ts), 0
+                transition = AlertTransition(service, "firing", ts, risk, ts)
+        else:
+            streak = streak + 1 if risk < self.config.resolve_threshold else 0
+            if streak >= self.config.resolve_steps:
+                transition = AlertTransition(service, "resolved", ts, risk, state.firing_since)
+                quiet_until = ts + int(self.config.cooldown_seconds)
+                state, streak = replace(state, firing_since=None, quiet_until=quiet_until), 0
+        self.states[service] = replace(state, streak=streak)
+        return transition
+
+    def firing(self) -> dict[str, int]:
+        """Services whose alert is firing, with the event time it started."""
+        return {s: st.firing_since for s, st in self.states.items() if st.firing_since is not None}
+
+    def drop(self, service: str) -> None:
+        self.states.pop(service, None)

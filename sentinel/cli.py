@@ -1,0 +1,137 @@
+"""The `sentinel` command line (also `python -m sentinel`).
+
+Exit codes: 0 success, 1 unexpected error, 2 bad usage, bad config, bad data or bad model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sentinel.errors import SentinelError
+
+log = logging.getLogger("sentinel")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        return int(args.handler(args) or 0)
+    except SentinelError as exc:
+        print(f"sentinel {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def setup_logging(level: str) -> None:
+    """Plain lines on a terminal, one JSON object per line otherwise (journald, kubectl)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if not sys.stderr.isatty() else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
+               "msg": record.getMessage()}
+        doc.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return json.dumps(doc, default=str)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from sentinel.config import load_config
+
+    config = load_config(args.config)
+    print(f"{args.config}: OK (step {config.step_seconds}s, window {config.window_steps} steps, "
+          f"horizon {config.horizon_steps} steps, features {', '.join(config.feature_names)})")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from sentinel import simulate
+
+    if (args.out is None) == (args.kafka is None):
+        raise SentinelError("give exactly one of --out FILE.jsonl or --kafka HOST:PORT")
+    if args.kafka and not args.topic:
+        raise SentinelError("--kafka needs --topic")
+    sim = simulate.simulate(args.services, args.days, args.seed,
+                            args.start if args.start is not None else simulate.DEFAULT_START_TS)
+    if args.out:
+        count = simulate.write_jsonl(sim.samples, Path(args.out))
+    else:
+        count = simulate.produce_kafka(sim.samples, args.kafka, args.topic, speed=args.speed)
+    print(json.dumps({"written": count, **sim.summary}))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sentinel.config import load_config
+    from sentinel.train import train
+
+    summary = train(load_config(args.config), args.history, Path(args.out))
+    print(json.dumps(summary))
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    from sentinel.backtest import backtest
+    from sentinel.config import load_config
+
+    report = backtest(load_config(args.config), Path(args.model), args.data, Path(args.alerts),
+                      Path(args.scores), args.report and Path(args.report),
+                      args.plot and Path(args.plot))
+    print(json.dumps({"model": report["model"]["overall"],
+                      "baseline": report["baseline"]["overall"]}))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sentinel", description=__doc__.splitlines()[0])
+    parser.add_argument("--log-level", default=os.environ.get("SENTINEL_LOG_LEVEL", "info"),
+                        choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("check-config", help="validate a config and explain errors")
+    p.add_argument("config")
+    p.set_defaults(handler=_check_config)
+
+    p = sub.add_parser("simulate", help="deterministic flash-sale traffic with failures")
+    p.add_argument("--services", type=int, default=6)
+    p.add_argument("--days", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--start", type=int, default=None, help="first event time, Unix seconds")
+    p.add_argument("--out", help="write JSONL here")
+    p.add_argument("--kafka", help="produce to this broker (HOST:PORT) instead")
+    p.add_argument("--topic", help="topic to produce to with --kafka")
+    p.add_argument("--speed", type=float, default=0.0,
+                   help="with --kafka: event-time seconds per wall second (0 = no pacing)")
+    p.set_defaults(handler=_simulate)
+
+    p = sub.add_parser("train", help="train a model on JSONL history; prints a JSON summary last")
+    p.add_argument("--config", required=True)
+    p.add_argument("--history", required=True, nargs="+", help="JSONL files or directories")
+    p.add_argument("--out", required=True, help="model directory to write")
+    p.set_defaults(handler=_train)
+
+    p = sub.add_parser("backtest", help="replay data through the daemon's code path and grade it")
+    p.add_argument("--config", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, nargs="+")
+    p.add_argument("--alerts", required=True, help="alert transitions out (JSONL)")
+    p.add_argument("--scores", required=True, help="risk per scored window out (CSV)")
+    p.add_argument("--report", help="figures out (JSON)")
+    p.add_argument("--plot", help="plot out (PNG)")
+    p.set_defaults(handler=_backtest)
+    return parser

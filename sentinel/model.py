@@ -1,0 +1,170 @@
+"""The two-layer LSTM classifier and its artifact on disk.
+
+A model directory holds ``model.weights.h5`` (weights only), ``scaler.json``,
+``metadata.json`` (feature names and order with their transforms, step, window, horizon,
+training range, validation figures, version) and ``checksums.json`` (SHA-256 of the three).
+The architecture lives in `build_model`; loading builds it from code and reads weights
+into it, so nothing from the artifact is ever executed. Loading refuses a directory whose
+checksums or metadata do not match, with a message that says what differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentinel.config import Config
+from sentinel.errors import ModelError
+from sentinel.features import Scaler, transform
+
+FORMAT_VERSION = 1
+WEIGHTS, SCALER = "model.weights.h5", "scaler.json"
+METADATA, CHECKSUMS = "metadata.json", "checksums.json"
+
+
+def build_model(window_steps: int, n_features: int, units: tuple[int, int]) -> Any:
+    """LSTM returning sequences -> LSTM -> dense sigmoid: P(failure starts within horizon)."""
+    import keras
+
+    return keras.Sequential([
+        keras.Input(shape=(window_steps, n_features)),
+        keras.layers.LSTM(units[0], return_sequences=True),
+        keras.layers.LSTM(units[1]),
+        keras.layers.Dense(1, activation="sigmoid"),
+    ], name="sentinel_lstm")
+
+
+def schema_of(config: Config) -> dict[str, Any]:
+    """What a model must agree on with the config it serves."""
+    return {
+        "features": [{"name": f.name, "transform": f.transform, "center": f.center}
+                     for f in config.features],
+        "step_seconds": config.step_seconds,
+        "window_steps": config.window_steps,
+        "horizon_seconds": config.horizon_seconds,
+    }
+
+
+class Scorer:
+    """One compiled inference call for a whole batch of windows.
+
+    The graph is traced once for input shape (None, window_steps, n_features), so batches
+    of any size reuse it; `model.predict` per window costs ~50 ms of Python overhead each.
+    """
+
+    def __init__(self, keras_model: Any, scaler: Scaler, config: Config) -> None:
+        import tensorflow as tf
+
+        self.config = config
+        self.scaler = scaler
+        spec = tf.TensorSpec((None, config.window_steps, len(config.features)), tf.float32)
+        self._call = tf.function(lambda x: keras_model(x, training=False),
+                                 input_signature=[spec], reduce_retracing=True)
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (n, steps, n_metrics) -> scaled model input (n, steps, n_features)."""
+        return self.scaler.apply(transform(windows, self.config.features))
+
+    def score_prepared(self, x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros(0)
+        risk = self._call(x).numpy().reshape(-1).astype(np.float64)
+        return np.clip(np.nan_to_num(risk, nan=0.0), 0.0, 1.0)
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        return self.score_prepared(self.prepare(windows))
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    path: Path
+    metadata: dict[str, Any]
+    scorer: Scorer
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["version"])
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_model(keras_model: Any, scaler: Scaler, metadata: dict[str, Any], out: Path) -> str:
+    """Write the artifact to a temporary sibling directory and rename it into place."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        keras_model.save_weights(tmp / WEIGHTS)
+        (tmp / SCALER).write_text(json.dumps(scaler.to_json(), indent=1))
+        version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + _sha256(tmp / WEIGHTS)[:8]
+        metadata = {"format": FORMAT_VERSION, "version": version, **metadata}
+        (tmp / METADATA).write_text(json.dumps(metadata, indent=1, sort_keys=True))
+        sums = {name: _sha256(tmp / name) for name in (WEIGHTS, SCALER, METADATA)}
+        (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return version
+
+
+def verify_artifact(path: Path, config: Config) -> dict[str, Any]:
+    """Checksums and schema; returns the metadata or raises ModelError saying what is wrong."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelError(f"model directory {path} does not exist (train one with `sentinel train`)")
+    try:
+        sums = json.loads((path / CHECKSUMS).read_text())
+        for name in (WEIGHTS, SCALER, METADATA):
+            if _sha256(path / name) != sums.get(name):
+                raise ModelError(f"model {path}: checksum of {name} does not match {CHECKSUMS}; "
+                                 "the artifact is corrupt or was modified, retrain or restore it")
+        metadata = json.loads((path / METADATA).read_text())
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelError(f"model {path} is unreadable: {exc}") from exc
+    if metadata.get("format") != FORMAT_VERSION:
+        raise ModelError(f"model {path}: format {metadata.get('format')!r}, "
+                         f"this Sentinel reads format {FORMAT_VERSION}")
+    expected = schema_of(config)
+    for key, want in expected.items():
+        if metadata.get(key) != want:
+            raise ModelError(f"model {path} does not match config {config.source}: {key} is "
+                             f"{metadata.get(key)!r} in the model but {want!r} in the config")
+    return metadata
+
+
+def load_model(path: str | Path, config: Config) -> LoadedModel:
+    path = Path(path)
+    metadata = verify_artifact(path, config)
+    try:
+        scaler = Scaler.from_json(json.loads((path / SCALER).read_text()))
+        units = tuple(metadata["lstm_units"])
+        keras_model = build_model(config.window_steps, len(config.features), (units[0], units[1]))
+        keras_model.load_weights(path / WEIGHTS)
+    except Exception as exc:  # h5py/keras raise a zoo of types for a bad file
+        raise ModelError(f"model {path}: cannot load weights or scaler: {exc}") from exc
+    if len(scaler.mean) != len(config.features):
+        raise ModelError(f"model {path}: scaler has {len(scaler.mean)} features, "
+                         f"config has {len(config.features)}")
+    return LoadedModel(path, metadata, Scorer(keras_model, scaler, config))

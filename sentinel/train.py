@@ -1,0 +1,154 @@
+"""Training: history -> labelled windows -> two-layer LSTM -> validated artifact.
+
+The validation split is by time: the last `validation_fraction` of the history's time
+range, with one horizon left out before it so no target looks across the cut. The scaler
+and the static-threshold baseline are fitted on the training part only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sentinel.baseline import tune_baseline
+from sentinel.config import Config
+from sentinel.errors import DataError
+from sentinel.evaluate import Coverage, average_precision, evaluate, replay_alerts
+from sentinel.features import Scaler, tracked_metrics, transform
+from sentinel.history import Labelled, label, read_series, window_view
+from sentinel.model import Scorer, build_model, save_model, schema_of
+from sentinel.windows import max_missing_steps, scorable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class WindowSet:
+    """Scorable windows of all services, as indices into their series; `y` is NaN for the
+    windows inside a failure (scored and replayed, never trained on)."""
+
+    labelled: list[Labelled]
+    series_index: np.ndarray  # which labelled series
+    step_index: np.ndarray  # the window's last step in that series
+    ts: np.ndarray
+    y: np.ndarray
+
+    def raw(self, config: Config, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), config.window_steps, len(tracked_metrics(config))))
+        for i, row in enumerate(rows):
+            values = self.labelled[self.series_index[row]].series.values
+            end = self.step_index[row] + 1
+            out[i] = values[end - config.window_steps: end]
+        return out
+
+
+def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
+    w = config.window_steps
+    max_missing = max_missing_steps(w, config.stream.max_missing_fraction)
+    feature_columns = np.arange(len(config.features))
+    parts: list[tuple[np.ndarray, ...]] = []
+    for k, item in enumerate(labelled):
+        views = window_view(item.series.values, w)
+        if not len(views):
+            continue
+        steps = np.arange(w - 1, len(item.series.values))
+        y = item.y[steps]
+        keep = scorable(views, feature_columns, max_missing)
+        steps = steps[keep]
+        ts = item.series.first_ts + steps * config.step_seconds
+        parts.append((np.full(len(steps), k), steps, ts, y[keep]))
+    if not parts:
+        raise DataError(f"no scorable window of {w} steps in the history")
+    columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
+    return WindowSet(labelled, *columns)
+
+
+def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str, Any]:
+    """Train, validate and save a model; returns the JSON summary."""
+    import keras
+
+    started = time.monotonic()
+    cfg = config.training
+    series, stats = read_series(list(history), config)
+    labelled = [label(s, config) for s in series.values()]
+    windows = labelled_windows(labelled, config)
+    first, last = int(windows.ts.min()), int(windows.ts.max())
+    cut = first + (1 - cfg.validation_fraction) * (last - first)
+    train_rows = np.flatnonzero((windows.ts < cut - config.horizon_seconds) & ~np.isnan(windows.y))
+    val_rows = np.flatnonzero(windows.ts >= cut)
+    positives = train_rows[windows.y[train_rows] == 1]
+    if len(positives) == 0:
+        raise DataError("the training part of the history holds no failure to learn from; "
+                        "record more history or check the `failure` rule")
+    negatives = train_rows[windows.y[train_rows] == 0][:: cfg.negative_stride]
+    fit_rows = np.sort(np.concatenate([positives, negatives]))
+    log.info("training on %d windows (%d failure precursors), validating on %d",
+             len(fit_rows), len(positives), len(val_rows))
+
+    x_fit = transform(windows.raw(config, fit_rows), config.features)
+    scaler = Scaler.fit(x_fit)
+    x_fit = scaler.apply(x_fit)
+    y_fit = windows.y[fit_rows].astype(np.float32)
+    val_scorer_input = scaler.apply(transform(windows.raw(config, val_rows), config.features))
+    y_val = windows.y[val_rows].astype(np.float32)
+
+    keras.utils.set_random_seed(cfg.seed)
+    model = build_model(config.window_steps, len(config.features), cfg.lstm_units)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
+                  metrics=[keras.metrics.AUC(curve="PR", name="pr_auc")])
+    # Balance the classes in the loss (the negatives were already thinned by the stride).
+    weight = {0: 1.0, 1: float(len(negatives) / len(positives))}
+    history_cb = model.fit(
+        x_fit, y_fit, batch_size=cfg.batch_size, epochs=cfg.epochs, class_weight=weight,
+        validation_data=(val_scorer_input, y_val) if len(val_rows) else None,
+        callbacks=[keras.callbacks.EarlyStopping(
+            monitor="val_loss" if len(val_rows) else "loss", patience=cfg.patience,
+            restore_best_weights=True)],
+        shuffle=True, verbose=2)
+
+    scorer = Scorer(model, scaler, config)
+    validation = _validate(config, windows, val_rows, scorer.score_prepared(val_scorer_input))
+    baseline = tune_baseline(config, windows,
+                             np.flatnonzero(windows.ts < cut - config.horizon_seconds))
+    metadata = {
+        **schema_of(config),
+        "metrics": list(tracked_metrics(config)),
+        "lstm_units": list(cfg.lstm_units),
+        "training": {"first_ts": first, "last_ts": last, "validation_from_ts": int(cut),
+                     "windows": len(fit_rows), "positives": len(positives),
+                     "epochs": len(history_cb.history["loss"]), "seed": cfg.seed,
+                     "decode": stats.to_json()},
+        "validation": validation,
+        "baseline": baseline,
+    }
+    version = save_model(model, scaler, metadata, out)
+    return {"model_dir": str(out), "version": version,
+            "seconds": round(time.monotonic() - started, 1), **metadata["training"],
+            "validation": validation["overall"], "baseline": baseline["rule"]}
+
+
+def _validate(config: Config, windows: WindowSet, rows: np.ndarray, risk: np.ndarray
+              ) -> dict[str, Any]:
+    """The alert figures of the validation part, replayed per service."""
+    if not len(rows):
+        return {"overall": {}, "services": {}}
+    transitions = []
+    coverage = {}
+    events = {}
+    for k in np.unique(windows.series_index[rows]):
+        item = windows.labelled[k]
+        mine = rows[windows.series_index[rows] == k]
+        ts = windows.ts[mine]
+        transitions += replay_alerts(config.alerting, config.step_seconds, item.series.service,
+                                     ts, risk[np.isin(rows, mine)])
+        coverage[item.series.service] = Coverage(int(ts[0]) - config.window_seconds, int(ts[-1]))
+        events[item.series.service] = [e for e in item.events if e.start_ts >= ts[0]]
+    report = evaluate(config, events, transitions, coverage)
+    report["overall"]["pr_auc"] = average_precision(windows.y[rows], risk)
+    return report
