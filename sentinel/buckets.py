@@ -72,7 +72,11 @@ class Bucketer:
     def add(self, sample: Sample) -> AddOutcome:
         state = self._services.setdefault(sample.service, _Service())
         bucket_ts = self.align(sample.ts)
-        if state.next_ts is not None and bucket_ts < state.next_ts:
+        # Late is judged against the watermark, not against what close_ready() happened to
+        # close already, so the outcome does not depend on how the stream was cut into polls.
+        watermark = state.max_ts - self.allowed_lateness_seconds
+        if bucket_ts + self.step_seconds <= watermark or (
+                state.next_ts is not None and bucket_ts < state.next_ts):
             return "late"
         bucket = state.open.get(bucket_ts)
         if bucket is None:
@@ -92,9 +96,10 @@ class Bucketer:
     def lateness_seconds(self, sample: Sample) -> float:
         """How far behind the closed edge a late sample's bucket is (for the late metric)."""
         state = self._services.get(sample.service)
-        if state is None or state.next_ts is None:
+        if state is None:
             return 0.0
-        return float(state.next_ts - self.align(sample.ts))
+        return max(0.0, state.max_ts - self.allowed_lateness_seconds
+                   - (self.align(sample.ts) + self.step_seconds))
 
     def close_ready(self) -> list[Bucket]:
         """Buckets whose end has passed their service's watermark, per service in ts order."""
