@@ -92,12 +92,28 @@ class KafkaConfig:
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
     topic: str = "sentinel.metrics"
     group_id: str = "sentinel"
+    dead_letter_topic: str | None = None  # rejected messages go here, with reason and origin
+    # After a partition is assigned, this many messages before its committed offset are
+    # re-read (scored silently) to refill the windows and alert state of its services.
+    rebuild_messages: int = 2000
+    max_poll_records: int = 2000
+    poll_timeout_seconds: float = 1.0
+    session_timeout_seconds: float = 30.0
+    max_poll_interval_seconds: float = 300.0
 
 
 @dataclass(frozen=True)
 class StreamConfig:
     allowed_lateness_seconds: float = 30.0
     max_missing_fraction: float = 0.2  # a window with more missing steps is not scored
+    max_future_seconds: float = 300.0  # samples further ahead of the wall clock are rejected
+    silence_seconds: float = 60.0  # no sample for this long (wall clock): the service is "no data"
+    max_services: int = 10000  # tracked services; beyond it the longest-idle one is evicted
+
+
+@dataclass(frozen=True)
+class StateConfig:
+    dir: str = "var"  # the outbox of pending alert deliveries (and the history store) live here
 
 
 @dataclass(frozen=True)
@@ -131,6 +147,7 @@ class Config:
     kafka: KafkaConfig = field(default_factory=KafkaConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     source: str = "<memory>"
 
     @property
@@ -386,8 +403,21 @@ _TRAINING: Spec = {
 _STREAM: Spec = {
     "allowed_lateness": _duration(allow_zero=True),
     "max_missing_fraction": _number("a number in [0, 1)", lambda x: 0 <= x < 1),
+    "max_future": _duration(),
+    "silence": _duration(),
+    "max_services": _integer(1),
 }
-_KAFKA: Spec = {"bootstrap_servers": _servers, "topic": _text, "group_id": _text}
+_KAFKA: Spec = {
+    "bootstrap_servers": _servers,
+    "topic": _text,
+    "group_id": _text,
+    "dead_letter_topic": _text,
+    "rebuild_messages": _integer(0),
+    "max_poll_records": _integer(1),
+    "poll_timeout": _duration(),
+    "session_timeout": _duration(),
+    "max_poll_interval": _duration(),
+}
 _REQUIRED = ("step", "window", "horizon", "features", "failure")
 _TOP: Spec = {
     "step": _whole_seconds,
@@ -401,4 +431,5 @@ _TOP: Spec = {
     "kafka": _section(KafkaConfig, _KAFKA),
     "model": _section(ModelConfig, {"path": _text}),
     "metrics": _section(MetricsConfig, {"listen": _host_port}),
+    "state": _section(StateConfig, {"dir": _text}),
 }
