@@ -125,15 +125,18 @@ class Bucketer:
         return list(self._services)
 
     def _close(self, service: str, state: _Service, until: float) -> list[Bucket]:
-        if not state.open:
-            return []
-        first_open = min(state.open)
-        if state.next_ts is None or first_open - state.next_ts > self.max_gap_steps * self.step_seconds:
-            state.next_ts = max(first_open - self.max_gap_steps * self.step_seconds,
-                                first_open if state.next_ts is None else state.next_ts)
         closed: list[Bucket] = []
         nan = np.full(len(self.metrics), np.nan)
-        while state.open and state.next_ts + self.step_seconds <= until:
+        while state.open:
+            # The grid start and any jump over a long silence are decided here, per bucket,
+            # and kept only once that bucket closes: deciding earlier would make samples that
+            # are within the allowed lateness "late" (and cap only the first silence seen).
+            first_open = min(state.open)
+            next_ts = first_open if state.next_ts is None else state.next_ts
+            next_ts = max(next_ts, first_open - self.max_gap_steps * self.step_seconds)
+            if next_ts + self.step_seconds > until:
+                break
+            state.next_ts = next_ts
             bucket = state.open.pop(state.next_ts, None)
             if bucket is None:
                 closed.append(Bucket(service, state.next_ts, nan.copy(), 0))

@@ -56,8 +56,10 @@ def decode(raw: bytes | str, now: float | None = None, max_future_seconds: float
            ) -> Sample | Rejection:
     """Decode one message. With `now` given, a ts more than `max_future_seconds` ahead of it
     is rejected as ``future_ts`` (a wrong clock must not drag the watermark forward)."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return Rejection("too_large", f"{len(raw)} bytes > {MAX_MESSAGE_BYTES}")
+    # The limit is on bytes: a JSONL line (str) must hit it where the Kafka message would.
+    size = len(raw) if isinstance(raw, bytes) or raw.isascii() else len(raw.encode(errors="replace"))
+    if size > MAX_MESSAGE_BYTES:
+        return Rejection("too_large", f"{size} bytes > {MAX_MESSAGE_BYTES}")
     try:
         doc = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -98,7 +100,7 @@ def parse_ts(value: object) -> float | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
+        return _finite(value)
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
@@ -113,7 +115,10 @@ def parse_ts(value: object) -> float | None:
 def _finite(value: object) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # JSON integers are unbounded: 1 followed by 400 zeros is valid
+        return None
     return number if math.isfinite(number) else None
 
 
