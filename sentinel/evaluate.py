@@ -46,9 +46,13 @@ def average_precision(y: np.ndarray, risk: np.ndarray) -> float | None:
     if positives == 0:
         return None
     order = np.argsort(-risk, kind="stable")
-    hits = y[order]
-    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
-    return float((precision * hits).sum() / positives)
+    hits, ranked = y[order], risk[order]
+    # Tied risks are one threshold: precision is taken at the end of each tie, so the row
+    # order of equal scores (a saturated or constant model) cannot change the figure.
+    ends = np.append(np.flatnonzero(np.diff(ranked) != 0), len(ranked) - 1)
+    true_positives = np.cumsum(hits)[ends]
+    precision = true_positives / (ends + 1)
+    return float((precision * np.diff(true_positives, prepend=0.0)).sum() / positives)
 
 
 def evaluate(config: Config, events: dict[str, list[FailureEvent]],
