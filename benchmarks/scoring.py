@@ -15,11 +15,11 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from sentinel.config import load_config  # noqa: E402
-from sentinel.features import Scaler, tracked_metrics  # noqa: E402
-from sentinel.model import Scorer, build_model  # noqa: E402
+from sentinel.config import load_config
+from sentinel.features import Scaler, tracked_metrics
+from sentinel.model import Scorer, build_model
 
 
 def main() -> None:

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from sentinel.alerts import AlertTransition
-from sentinel.baseline import baseline_from_metadata
+from sentinel.baseline import BINARY_THRESHOLD, baseline_from_metadata
 from sentinel.buckets import Bucket
-from sentinel.config import Config
+from sentinel.config import AlertingConfig, Config
 from sentinel.evaluate import Coverage, evaluate
 from sentinel.history import DecodeStats, decode_lines, label, series_from_buckets
 from sentinel.model import load_model
@@ -37,8 +37,9 @@ class Replay:
     late: int = 0
 
 
-def replay(config: Config, model: RiskModel, samples: Sequence[Sample]) -> Replay:
-    pipeline = Pipeline(config, model)
+def replay(config: Config, model: RiskModel, samples: Sequence[Sample],
+           alerting: AlertingConfig) -> Replay:
+    pipeline = Pipeline(config, model, alerting)
     out = Replay()
     results = (pipeline.process(samples[i: i + CHUNK]) for i in range(0, len(samples), CHUNK))
     for result in [*results, pipeline.flush()]:
@@ -55,8 +56,10 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
     loaded = load_model(model_dir, config)
     stats = DecodeStats()
     samples = list(decode_lines(iter_jsonl_lines(data), stats))
-    run = replay(config, loaded.scorer, samples)
-    base = replay(config, baseline_from_metadata(loaded.metadata), samples)
+    alerting = loaded.alerting(config)
+    run = replay(config, loaded.scorer, samples, alerting)
+    base = replay(config, baseline_from_metadata(loaded.metadata), samples,
+                  config.alerting.resolved(BINARY_THRESHOLD))
     stats.late = run.late
     labelled = {s: label(x, config) for s, x in
                 series_from_buckets(run.buckets, config.step_seconds).items()}
@@ -71,6 +74,7 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
     risk = np.array([s.risk for s in run.scores])
     report = {
         "model_version": loaded.version,
+        "alert_thresholds": {"fire": alerting.threshold, "resolve": alerting.resolve_threshold},
         "data": stats.to_json(),
         "model": evaluate(config, events, run.transitions, coverage, targets(run.scores), risk),
         "baseline": {"rule": loaded.metadata["baseline"]["rule"],
@@ -83,7 +87,8 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
     if plot_out is not None:
         from sentinel.plot import plot_backtest
 
-        plot_backtest(config, labelled, run.scores, run.transitions, Path(plot_out))
+        plot_backtest(config, labelled, run.scores, run.transitions, alerting.threshold or 0.5,
+                      Path(plot_out))
     return report
 
 

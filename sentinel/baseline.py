@@ -19,6 +19,7 @@ from sentinel.evaluate import Coverage, evaluate, replay_alerts
 if TYPE_CHECKING:
     from sentinel.train import WindowSet
 
+BINARY_THRESHOLD = 0.5  # the baseline's risk is 0 or 1; any threshold in (0, 1] reads it alike
 QUANTILES = (0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
 FALSE_ALERTS_PER_DAY_BUDGET = 1.0
 
@@ -52,6 +53,7 @@ def tune_baseline(config: Config, windows: WindowSet, rows: np.ndarray) -> dict[
         ts = windows.ts[rows[local]]
         coverage[item.series.service] = Coverage(int(ts[0]) - config.window_seconds, int(ts[-1]))
         events[item.series.service] = item.events
+    alerting = config.alerting.resolved(BINARY_THRESHOLD)
     best: tuple[tuple[float, float], dict[str, Any]] | None = None
     for column, name in enumerate(config.feature_names):
         values = latest[:, column]
@@ -63,7 +65,7 @@ def tune_baseline(config: Config, windows: WindowSet, rows: np.ndarray) -> dict[
                 risk = np.where(values >= threshold, 1.0, 0.0)
             transitions = []
             for k, local in groups:
-                transitions += replay_alerts(config.alerting, config.step_seconds,
+                transitions += replay_alerts(alerting, config.step_seconds,
                                              windows.labelled[k].series.service,
                                              windows.ts[rows[local]], risk[local])
             figures = evaluate(config, events, transitions, coverage)["overall"]

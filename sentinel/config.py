@@ -13,7 +13,7 @@ import difflib
 import math
 import re
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
@@ -65,14 +65,54 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class DeliveryConfig:
+    """Retries and the on-disk outbox of alert deliveries (see sentinel.sinks)."""
+
+    initial_backoff_seconds: float = 1.0  # the first retry waits a random time up to this ...
+    max_backoff_seconds: float = 60.0  # ... a bound that doubles per failed attempt up to this
+    # An alert still undelivered this long after it was queued is dropped ("expired"): by then
+    # it is stale news. Wall-clock age, so it counts across restarts.
+    max_age_seconds: float = 3600.0
+    max_pending: int = 10000  # queued deliveries; on overflow the oldest one is dropped
+
+
+@dataclass(frozen=True)
+class AlertmanagerConfig:
+    url: str  # base URL; alerts are POSTed to <url>/api/v2/alerts
+    # Firing alerts are re-sent this often with endsAt = now + 4 x this: Alertmanager resolves
+    # an alert on its own once a dead Sentinel stops re-sending it.
+    resend_interval_seconds: float = 60.0
+    timeout_seconds: float = 5.0
+    watchdog: bool = True  # keep a SentinelWatchdog alert firing: a dead man's switch
+
+
+RESOLVE_RATIO = 0.6
+
+
+@dataclass(frozen=True)
 class AlertingConfig:
-    threshold: float = 0.5  # fire when risk >= threshold ...
+    # fire when risk >= threshold ...; None ("auto") takes the operating threshold the model
+    # chose on its validation split (see `resolved`)
+    threshold: float | None = None
     for_steps: int = 2  # ... for this many consecutive scored steps
-    resolve_threshold: float = 0.3  # resolve when risk < resolve_threshold ...
+    resolve_threshold: float | None = None  # resolve below this ...; None: 0.6 x threshold
     resolve_steps: int = 6  # ... for this many consecutive scored steps
     cooldown_seconds: float = 300.0  # no new firing this long after a resolve
     severity: str = "critical"
     webhooks: tuple[WebhookConfig, ...] = ()
+    external_url: str = ""  # externalURL and generatorURL of notifications, e.g. a dashboard
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    alertmanager: AlertmanagerConfig | None = None
+
+    def resolved(self, operating_threshold: float | None) -> AlertingConfig:
+        """Concrete thresholds: "auto" takes the model's operating threshold (0.5 without one)."""
+        threshold = self.threshold
+        if threshold is None:
+            threshold = 0.5 if operating_threshold is None else operating_threshold
+        resolve = self.resolve_threshold
+        if resolve is None or resolve > threshold:
+            resolve = RESOLVE_RATIO * threshold
+        return replace(self, threshold=threshold, resolve_threshold=resolve)
 
 
 @dataclass(frozen=True)
@@ -85,6 +125,9 @@ class TrainingConfig:
     patience: int = 4  # early stopping on validation loss
     seed: int = 7
     negative_stride: int = 3  # keep every Nth negative window (positives all kept)
+    # the "auto" alert threshold is the lowest whose false alerts on the validation split
+    # stay within this many per service-day
+    false_alerts_per_day: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -366,9 +409,15 @@ def _failure(value: object, key: str) -> FailureRule:
     return FailureRule(modes[0], read(raw[modes[0]], _join(key, modes[0])), for_seconds)
 
 
+def _auto_or(read: Reader) -> Reader:
+    """`auto` (None) or what `read` accepts."""
+    return lambda value, key: None if value == "auto" else read(value, key)
+
+
 def _alerting(value: object, key: str) -> AlertingConfig:
     alerting = _build(AlertingConfig, value, key, _ALERTING)
-    if alerting.resolve_threshold > alerting.threshold:
+    if (alerting.resolve_threshold is not None and alerting.threshold is not None
+            and alerting.resolve_threshold > alerting.threshold):
         expected = f"at most threshold ({alerting.threshold}), or alerts could never resolve"
         raise ConfigError(_join(key, "resolve_threshold"), alerting.resolve_threshold, expected)
     return alerting
@@ -380,15 +429,54 @@ _feature = _section(FeatureSpec, _FEATURE, ("name",))
 _CONDITION: Spec = {"metric": _text, "op": _choice(Op), "value": _number("a number")}
 _condition = _section(Condition, _CONDITION, tuple(_CONDITION))
 _WEBHOOK: Spec = {"url": _url, "timeout": _duration(), "secret_file": _text, "secret_env": _text}
-_webhook = _section(WebhookConfig, _WEBHOOK, ("url",))
+_webhook_fields = _section(WebhookConfig, _WEBHOOK, ("url",))
+
+
+def _webhook(value: object, key: str) -> WebhookConfig:
+    webhook = _webhook_fields(value, key)
+    if webhook.secret_file is not None and webhook.secret_env is not None:
+        raise ConfigError(_join(key, "secret_env"), webhook.secret_env,
+                          "no value when secret_file is set: the signing secret comes from one")
+    return webhook
+
+
+def _delivery(value: object, key: str) -> DeliveryConfig:
+    delivery = _build(DeliveryConfig, value, key, _DELIVERY)
+    if delivery.max_backoff_seconds < delivery.initial_backoff_seconds:
+        expected = f"at least initial_backoff ({delivery.initial_backoff_seconds}s)"
+        raise ConfigError(_join(key, "max_backoff"), delivery.max_backoff_seconds, expected)
+    return delivery
+
+
+def _flag(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+    return value
+
+
+_DELIVERY: Spec = {
+    "initial_backoff": _duration(),
+    "max_backoff": _duration(),
+    "max_age": _duration(),
+    "max_pending": _integer(1),
+}
+_ALERTMANAGER: Spec = {
+    "url": _url,
+    "resend_interval": _duration(),
+    "timeout": _duration(),
+    "watchdog": _flag,
+}
 _ALERTING: Spec = {
-    "threshold": _FRACTION,
-    "resolve_threshold": _FRACTION,
+    "threshold": _auto_or(_FRACTION),
+    "resolve_threshold": _auto_or(_FRACTION),
     "for_steps": _integer(1),
     "resolve_steps": _integer(1),
     "cooldown": _duration(allow_zero=True),
     "severity": _text,
     "webhooks": _list_of(_webhook, "a list of {url: ...} webhooks"),
+    "external_url": _url,
+    "delivery": _delivery,
+    "alertmanager": _section(AlertmanagerConfig, _ALERTMANAGER, ("url",)),
 }
 _TRAINING: Spec = {
     "epochs": _integer(1),
@@ -399,6 +487,7 @@ _TRAINING: Spec = {
     "patience": _integer(1),
     "seed": _integer(0),
     "negative_stride": _integer(1),
+    "false_alerts_per_day": _number("a number > 0", lambda x: x > 0),
 }
 _STREAM: Spec = {
     "allowed_lateness": _duration(allow_zero=True),

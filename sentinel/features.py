@@ -70,7 +70,7 @@ class Scaler:
         scaled = (features - np.asarray(self.mean)) / np.asarray(self.std)
         # Far outside the training range the LSTM's gates saturate anyway; clipping keeps a
         # wild value (qps x 1e9) from turning into inf or NaN inside the model.
-        return np.clip(scaled, -20.0, 20.0).astype(np.float32)
+        return np.clip(np.nan_to_num(scaled, nan=0.0), -20.0, 20.0).astype(np.float32)
 
     def to_json(self) -> dict[str, list[float]]:
         return {"mean": list(self.mean), "std": list(self.std)}

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from sentinel.config import Config
+from sentinel.config import AlertingConfig, Config
 from sentinel.errors import ModelError
 from sentinel.features import Scaler, transform
 
@@ -94,6 +94,10 @@ class LoadedModel:
     def version(self) -> str:
         return str(self.metadata["version"])
 
+    def alerting(self, config: Config) -> AlertingConfig:
+        """The config's alerting with "auto" thresholds taken from this model."""
+        return config.alerting.resolved(self.metadata.get("operating_threshold"))
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -141,6 +145,8 @@ def verify_artifact(path: Path, config: Config) -> dict[str, Any]:
                 raise ModelError(f"model {path}: checksum of {name} does not match {CHECKSUMS}; "
                                  "the artifact is corrupt or was modified, retrain or restore it")
         metadata = json.loads((path / METADATA).read_text())
+        if not isinstance(metadata, dict):
+            raise ModelError(f"model {path}: {METADATA} is not a JSON object")
     except (OSError, ValueError, AttributeError) as exc:
         raise ModelError(f"model {path} is unreadable: {exc}") from exc
     if metadata.get("format") != FORMAT_VERSION:

@@ -17,7 +17,7 @@ import numpy as np
 
 from sentinel.alerts import AlertMachine, AlertTransition
 from sentinel.buckets import Bucket, Bucketer
-from sentinel.config import Config
+from sentinel.config import AlertingConfig, Config
 from sentinel.features import tracked_metrics
 from sentinel.samples import Sample
 from sentinel.windows import WindowStore, max_missing_steps, scorable
@@ -47,14 +47,17 @@ class StepResult:
 
 
 class Pipeline:
-    def __init__(self, config: Config, model: RiskModel | None) -> None:
+    def __init__(self, config: Config, model: RiskModel | None,
+                 alerting: AlertingConfig | None = None) -> None:
+        """`alerting` has concrete thresholds (`AlertingConfig.resolved`); default: the config's
+        with "auto" taken as 0.5."""
         self.config = config
         self.model = model
         self.metrics = tracked_metrics(config)
         self.bucketer = Bucketer(self.metrics, config.step_seconds,
                                  config.stream.allowed_lateness_seconds)
         self.windows = WindowStore(len(self.metrics), config.window_steps)
-        self.alerts = AlertMachine(config.alerting, config.step_seconds)
+        self.alerts = AlertMachine(alerting or config.alerting.resolved(None), config.step_seconds)
         self._feature_columns = np.arange(len(config.features))
         self._max_missing = max_missing_steps(config.window_steps,
                                               config.stream.max_missing_fraction)

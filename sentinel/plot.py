@@ -15,7 +15,7 @@ from sentinel.pipeline import Score
 
 
 def plot_backtest(config: Config, labelled: dict[str, Labelled], scores: list[Score],
-                  transitions: list[AlertTransition], out: Path) -> None:
+                  transitions: list[AlertTransition], threshold: float, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +39,7 @@ def plot_backtest(config: Config, labelled: dict[str, Labelled], scores: list[Sc
         top.legend(loc="upper left", fontsize=7, ncol=len(metrics))
         mine = [s for s in scores if s.service == service]
         bottom.plot(hours([s.ts for s in mine]), [s.risk for s in mine], lw=0.7, color="black")
-        bottom.axhline(config.alerting.threshold, color="tab:orange", ls="--", lw=0.8)
+        bottom.axhline(threshold, color="tab:orange", ls="--", lw=0.8)
         bottom.set_ylim(-0.02, 1.05)
         bottom.set_ylabel("risk")
         for event in item.events:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from sentinel.baseline import tune_baseline
-from sentinel.config import Config
+from sentinel.config import AlertingConfig, Config
 from sentinel.errors import DataError
 from sentinel.evaluate import Coverage, average_precision, evaluate, replay_alerts
 from sentinel.features import Scaler, tracked_metrics, transform
@@ -95,8 +95,9 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
     scaler = Scaler.fit(x_fit)
     x_fit = scaler.apply(x_fit)
     y_fit = windows.y[fit_rows].astype(np.float32)
-    val_scorer_input = scaler.apply(transform(windows.raw(config, val_rows), config.features))
-    y_val = windows.y[val_rows].astype(np.float32)
+    x_val = scaler.apply(transform(windows.raw(config, val_rows), config.features))
+    y_val = windows.y[val_rows]
+    labelled_val = ~np.isnan(y_val)  # windows inside a failure: scored, never a target
 
     keras.utils.set_random_seed(cfg.seed)
     model = build_model(config.window_steps, len(config.features), cfg.lstm_units)
@@ -106,14 +107,16 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
     weight = {0: 1.0, 1: float(len(negatives) / len(positives))}
     history_cb = model.fit(
         x_fit, y_fit, batch_size=cfg.batch_size, epochs=cfg.epochs, class_weight=weight,
-        validation_data=(val_scorer_input, y_val) if len(val_rows) else None,
+        validation_data=(x_val[labelled_val], y_val[labelled_val].astype(np.float32))
+        if labelled_val.any() else None,
         callbacks=[keras.callbacks.EarlyStopping(
-            monitor="val_loss" if len(val_rows) else "loss", patience=cfg.patience,
+            monitor="val_loss" if labelled_val.any() else "loss", patience=cfg.patience,
             restore_best_weights=True)],
         shuffle=True, verbose=2)
 
     scorer = Scorer(model, scaler, config)
-    validation = _validate(config, windows, val_rows, scorer.score_prepared(val_scorer_input))
+    val_risk = scorer.score_prepared(x_val)
+    operating_threshold, validation = choose_threshold(config, windows, val_rows, val_risk)
     baseline = tune_baseline(config, windows,
                              np.flatnonzero(windows.ts < cut - config.horizon_seconds))
     metadata = {
@@ -124,17 +127,50 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
                      "windows": len(fit_rows), "positives": len(positives),
                      "epochs": len(history_cb.history["loss"]), "seed": cfg.seed,
                      "decode": stats.to_json()},
+        "operating_threshold": operating_threshold,
         "validation": validation,
         "baseline": baseline,
     }
     version = save_model(model, scaler, metadata, out)
     return {"model_dir": str(out), "version": version,
             "seconds": round(time.monotonic() - started, 1), **metadata["training"],
-            "validation": validation["overall"], "baseline": baseline["rule"]}
+            "operating_threshold": operating_threshold, "validation": validation["overall"],
+            "baseline": baseline["rule"]}
 
 
-def _validate(config: Config, windows: WindowSet, rows: np.ndarray, risk: np.ndarray
-              ) -> dict[str, Any]:
+def choose_threshold(config: Config, windows: WindowSet, rows: np.ndarray, risk: np.ndarray
+                     ) -> tuple[float, dict[str, Any]]:
+    """The operating threshold for `alerting.threshold: auto`, and the validation figures.
+
+    Among thresholds whose validation false alerts stay within the budget, the one with the
+    best early recall (then the fewest false alerts); if none is within it, the fewest false
+    alerts. An explicit `alerting.threshold` is only evaluated, not replaced.
+    """
+    if config.alerting.threshold is not None:
+        candidates = [config.alerting.threshold]
+    else:
+        candidates = sorted({round(float(t), 3) for t in np.linspace(0.05, 0.95, 19)}
+                            | {round(float(t), 3) for t in np.quantile(risk, THRESHOLD_QUANTILES)
+                               if 0.01 <= t <= 0.99} if len(risk) else {0.5})
+    best: tuple[tuple[float, float], float, dict[str, Any]] | None = None
+    for threshold in candidates:
+        report = _validate(config, windows, rows, risk, config.alerting.resolved(threshold))
+        overall = report["overall"]
+        false_rate = overall.get("false_alerts_per_service_day") or 0.0
+        recall = overall.get("early_recall") or 0.0
+        within = false_rate <= config.training.false_alerts_per_day
+        key = (1.0 + recall, -false_rate) if within else (0.0, -false_rate)
+        if best is None or key > best[0]:
+            best = (key, threshold, report)
+    assert best is not None
+    return best[1], best[2]
+
+
+THRESHOLD_QUANTILES = (0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999)
+
+
+def _validate(config: Config, windows: WindowSet, rows: np.ndarray, risk: np.ndarray,
+              alerting: AlertingConfig) -> dict[str, Any]:
     """The alert figures of the validation part, replayed per service."""
     if not len(rows):
         return {"overall": {}, "services": {}}
@@ -145,7 +181,7 @@ def _validate(config: Config, windows: WindowSet, rows: np.ndarray, risk: np.nda
         item = windows.labelled[k]
         mine = rows[windows.series_index[rows] == k]
         ts = windows.ts[mine]
-        transitions += replay_alerts(config.alerting, config.step_seconds, item.series.service,
+        transitions += replay_alerts(alerting, config.step_seconds, item.series.service,
                                      ts, risk[np.isin(rows, mine)])
         coverage[item.series.service] = Coverage(int(ts[0]) - config.window_seconds, int(ts[-1]))
         events[item.series.service] = [e for e in item.events if e.start_ts >= ts[0]]

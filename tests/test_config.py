@@ -66,8 +66,8 @@ def test_shipped_config_loads_the_demo_defaults() -> None:
             "any", (Condition("error_rate", ">=", 0.05), Condition("p99_ms", ">=", 2000.0)), 30.0
         ),
         alerting=AlertingConfig(
-            threshold=0.5,
-            resolve_threshold=0.3,
+            threshold=None,
+            resolve_threshold=None,
             for_steps=2,
             resolve_steps=6,
             cooldown_seconds=300.0,
@@ -152,7 +152,7 @@ def test_failure_all_mode_is_kept() -> None:
         ("horizon", "5s", "horizon", "'5s'"),
         ("horizon", "15s", "horizon", "'15s'"),
         ("alerting.threshold", 1.5, "alerting.threshold", "1.5"),
-        ("alerting.resolve_threshold", 0.6, "alerting.resolve_threshold", "0.6"),
+        ("alerting.resolve_threshold", 1.2, "alerting.resolve_threshold", "1.2"),
         ("alerting.for_steps", 0, "alerting.for_steps", "0"),
         ("failure.all", [{"metric": "cpu", "op": ">", "value": 1}], "failure", "'all'"),
         ("failure.any", [], "failure.any", "[]"),
@@ -257,3 +257,29 @@ def test_bad_duration_is_rejected_with_its_value(value: object) -> None:
 
 def test_zero_duration_is_allowed_where_asked() -> None:
     assert parse_duration("0s", allow_zero=True) == 0
+
+
+def test_resolve_threshold_above_threshold_is_refused() -> None:
+    doc = _with(_demo(), "alerting.threshold", 0.5)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with(doc, "alerting.resolve_threshold", 0.6))
+    assert caught.value.key == "alerting.resolve_threshold"
+    assert "0.6" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "resolve", "operating", "expected"),
+    [
+        ("auto", "auto", 0.8, (0.8, 0.48)),
+        ("auto", 0.3, 0.8, (0.8, 0.3)),
+        ("auto", "auto", None, (0.5, 0.3)),
+        (0.7, "auto", 0.2, (0.7, 0.42)),
+        ("auto", 0.5, 0.4, (0.4, 0.24)),  # a resolve above the model's threshold is lowered
+    ],
+)
+def test_auto_thresholds_resolve_against_the_model(
+    threshold: object, resolve: object, operating: float | None, expected: tuple[float, float]
+) -> None:
+    doc = _with(_with(_demo(), "alerting.threshold", threshold), "alerting.resolve_threshold", resolve)
+    alerting = parse_config(doc).alerting.resolved(operating)
+    assert (alerting.threshold, alerting.resolve_threshold) == pytest.approx(expected)

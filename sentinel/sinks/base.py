@@ -1,0 +1,82 @@
+"""What every alert sink shares: the interface the Notifier drives, and the wire vocabulary.
+
+    >>> rfc3339(1763899200)
+    '2025-11-23T12:00:00Z'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sentinel.alerts import AlertTransition
+from sentinel.sinks.outbox import Delivery
+
+ALERTNAME = "SentinelFailureRisk"
+ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert that has not ended
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP POST, built by a sink and sent by the Notifier's transport."""
+
+    url: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+class Sink(Protocol):
+    """One alert destination. The Notifier gives each sink its own worker thread.
+
+    `name` is the bounded `sink` label of the delivery metrics (webhook0, ..., alertmanager).
+    """
+
+    name: str
+    timeout_seconds: float
+    resend_interval_seconds: float | None  # `resend` is called this often; None: never
+
+    def record(self, transition: AlertTransition) -> None:
+        """Called on the submitting thread just before the transition's delivery is queued.
+
+        May write to disk and block for that long; raises OutboxError when it cannot.
+        """
+
+    def request(self, delivery: Delivery, now_ts: float) -> Request:
+        """Called on the sink's worker thread before every attempt; `now_ts` is wall-clock time.
+
+        Must not block or raise: it only renders what the delivery holds.
+        """
+
+    def resend(self, now_ts: float) -> Request | None:
+        """Called on the sink's worker thread every resend interval; None: nothing to send."""
+
+
+def rfc3339(ts: float) -> str:
+    """UTC, with milliseconds only when `ts` has a fraction."""
+    spec = "seconds" if float(ts).is_integer() else "milliseconds"
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def encode(document: object) -> bytes:
+    """Compact, deterministic JSON: a retry sends (and signs) the same bytes."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def alert_labels(service: str, severity: str) -> dict[str, str]:
+    return {"alertname": ALERTNAME, "service": service, "severity": severity}
+
+
+def alert_annotations(transition: AlertTransition) -> dict[str, str]:
+    service, risk, at = transition.service, transition.risk, rfc3339(transition.ts)
+    if transition.state == "firing":
+        summary = f"{service} is likely to fail soon (failure risk {risk:.2f})"
+        description = (f"Sentinel's predicted failure risk for {service} crossed the alert "
+                       f"threshold at {at} (event time): risk {risk:.3f}.")
+    else:
+        summary = f"{service} is no longer at risk (failure risk {risk:.2f})"
+        description = (f"Sentinel's predicted failure risk for {service} fell below the "
+                       f"resolve threshold at {at} (event time): risk {risk:.3f}.")
+    return {"summary": summary, "description": description, "risk": f"{risk:.4f}"}
