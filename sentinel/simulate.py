@@ -15,7 +15,7 @@ The model, per service and per 10 s step:
   (a ramp over the 10 minutes before), surge over 3-6 minutes, then decay over 15-40 minutes.
 - **Capacity**: replicas x per-replica qps. An autoscaler reads cpu once a minute and orders
   replicas to get back to its target; they come online 2-4 minutes later, up to a maximum.
-  Operators pre-scale ~60 % of sales from an imperfect forecast: most pass, some peak at
+  Operators pre-scale ~65 % of sales from an imperfect forecast: most pass, some peak at
   cpu 0.85-0.95 and recover.
 - **Queue**: a backlog grows while arrivals exceed capacity; callers wait for answers, so a
   backlog holds back new requests and the queueing delay settles near
@@ -30,7 +30,7 @@ The model, per service and per 10 s step:
   over 3-10 minutes and hold worker threads, so p99 rises while cpu does not). A degraded
   dependency cascades to its callers (checkout -> payment, inventory; cart -> inventory;
   gateway -> catalog): its excess latency, the threads held on it, half its errors.
-  About a third of incidents are near misses.
+  Some are near misses: a leak restarted in time, a mild slowdown, a loss at night.
 - **Defects** in the emitted stream: ~1 % samples missing, ~0.5 % duplicated, ~0.5 % late by
   1-3 steps, ~0.3 % with one metric absent, and exporter gaps of 2-5 minutes.
 
@@ -178,7 +178,7 @@ def schedule_sales(rng: np.random.Generator, n_steps: int, start_ts: int) -> lis
             sale = Sale(
                 start_step=step,
                 multiplier=float(np.exp(rng.uniform(np.log(2.0), np.log(8.0)))),
-                prescaled=bool(rng.random() < 0.6),
+                prescaled=bool(rng.random() < 0.65),
                 ramp_fraction=float(rng.uniform(0.3, 0.5)),
                 surge_minutes=float(rng.uniform(3.0, 6.0)),
                 decay_minutes=float(rng.uniform(15.0, 40.0)),
@@ -459,11 +459,14 @@ def summarize(svc: list[ServiceProfile], days: float, seed: int, start_ts: int,
     return {
         "services": [p.name for p in svc], "days": days, "seed": seed, "start_ts": start_ts,
         "sales": len(sales), "sales_prescaled": sum(s.prescaled for s in sales),
+        "sale_schedule": [{"start_ts": start_ts + s.start_step * STEP_SECONDS,
+                           "multiplier": round(s.multiplier, 2), "prescaled": s.prescaled}
+                          for s in sales],
         "sale_service_pairs": len(sales) * len(svc),
         "sale_service_failures": sale_service_failures,
         "incidents": {c: sum(i.cause == c for i in incidents) for c in CAUSES},
         "failures": {"total": sum(failures.values()), "during_sales": in_sale,
-                     "by_service": failures},
+                     "outside_sales": sum(failures.values()) - in_sale, "by_service": failures},
     }
 
 
