@@ -11,8 +11,10 @@ import yaml
 
 from sentinel.config import (
     AlertingConfig,
+    AlertmanagerConfig,
     Condition,
     Config,
+    DeliveryConfig,
     FailureRule,
     FeatureSpec,
     KafkaConfig,
@@ -283,3 +285,58 @@ def test_auto_thresholds_resolve_against_the_model(
     doc = _with(_with(_demo(), "alerting.threshold", threshold), "alerting.resolve_threshold", resolve)
     alerting = parse_config(doc).alerting.resolved(operating)
     assert (alerting.threshold, alerting.resolve_threshold) == pytest.approx(expected)
+
+
+def test_delivery_and_alertmanager_keys_are_read_with_their_units() -> None:
+    doc = _with(_demo(), "alerting.delivery",
+                {"initial_backoff": "0.5s", "max_backoff": "2m", "max_age": "30m", "max_pending": 50})
+    doc = _with(doc, "alerting.alertmanager",
+                {"url": "http://am:9093", "resend_interval": "30s", "timeout": 2, "watchdog": False})
+    doc = _with(doc, "alerting.external_url", "https://grafana.example.com/d/sentinel")
+
+    alerting = parse_config(doc).alerting
+
+    assert alerting.delivery == DeliveryConfig(0.5, 120.0, 1800.0, 50)
+    assert alerting.alertmanager == AlertmanagerConfig("http://am:9093", 30.0, 2.0, False)
+    assert alerting.external_url == "https://grafana.example.com/d/sentinel"
+
+
+def test_delivery_defaults_and_alertmanager_is_off_unless_configured() -> None:
+    cfg = parse_config(_with(_demo(), "alerting.delivery", DELETE))
+
+    assert cfg.alerting.delivery == DeliveryConfig(1.0, 60.0, 3600.0, 10000)
+    assert cfg.alerting.alertmanager is None
+    assert load_config(SHIPPED).alerting.delivery == DeliveryConfig()  # the demo documents them
+    am = parse_config(_with(_demo(), "alerting.alertmanager", {"url": "http://am:9093"}))
+    assert am.alerting.alertmanager == AlertmanagerConfig("http://am:9093", 60.0, 5.0, True)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "in_message"),
+    [
+        ("alerting.delivery.initial_backoff", 0, "alerting.delivery.initial_backoff", "0"),
+        ("alerting.delivery.max_backoff", "500ms", "alerting.delivery.max_backoff", "'500ms'"),
+        ("alerting.delivery.max_backoff", "0.5s", "alerting.delivery.max_backoff", "0.5"),
+        ("alerting.delivery.max_age", "-1h", "alerting.delivery.max_age", "'-1h'"),
+        ("alerting.delivery.max_pending", 0, "alerting.delivery.max_pending", "0"),
+        ("alerting.delivery.max_atempts", 20, "alerting.delivery.max_atempts", "'max_age'?"),
+        ("alerting.alertmanager", {"resend_interval": "1m"}, "alerting.alertmanager.url",
+         "required"),
+        ("alerting.alertmanager", {"url": "am:9093"}, "alerting.alertmanager.url", "'am:9093'"),
+        ("alerting.alertmanager", {"url": "http://am:9093", "watchdog": "yes"},
+         "alerting.alertmanager.watchdog", "'yes'"),
+        ("alerting.alertmanager", {"url": "http://am:9093", "resend_interval": 0},
+         "alerting.alertmanager.resend_interval", "0"),
+        ("alerting.webhooks[0]", {"url": "http://h/", "secret_file": "/s", "secret_env": "S"},
+         "alerting.webhooks[0].secret_env", "'S'"),
+        ("alerting.external_url", "grafana", "alerting.external_url", "'grafana'"),
+    ],
+)
+def test_bad_delivery_key_names_the_key_and_the_value(
+    path: str, value: object, key: str, in_message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with(_demo(), path, value))
+
+    assert caught.value.key == key
+    assert in_message in str(caught.value)
