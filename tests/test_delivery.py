@@ -7,8 +7,10 @@ import hmac
 import json
 import shutil
 import socket
+import subprocess
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.utils import formatdate
@@ -653,3 +655,62 @@ def test_alertmanager_resends_go_on_after_a_restart(
     [alert] = am_alerts(first)
     assert alert["labels"]["service"] == "checkout"
     assert am_alerts(first, "SentinelWatchdog") == []
+
+
+ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """A real Alertmanager (Debian package prometheus-alertmanager) on loopback; its base URL."""
+    if ALERTMANAGER is None:
+        pytest.skip("prometheus-alertmanager is not installed")
+    config = tmp_path / "alertmanager.yml"
+    config.write_text("route: {receiver: 'null'}\nreceivers: [{name: 'null'}]\n")
+    url = f"http://127.0.0.1:{free_port()}"
+    process = subprocess.Popen(
+        [ALERTMANAGER, f"--config.file={config}", f"--storage.path={tmp_path / 'am'}",
+         f"--web.listen-address={url.removeprefix('http://')}", "--cluster.listen-address="],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _get(f"{url}/-/ready") is not None, 10.0, lambda: "Alertmanager")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def _get(url: str) -> object:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            body = response.read()
+            return json.loads(body) if body.startswith((b"[", b"{")) else body
+    except OSError:
+        return None
+
+
+def test_real_alertmanager_shows_the_alert_firing_then_resolved(
+    alertmanager: str, make: Callable[..., Notifier]
+) -> None:
+    now = int(time.time())
+    firing = AlertTransition("checkout", "firing", now - 20, 0.93, now - 20)
+    resolved = AlertTransition("checkout", "resolved", now - 5, 0.1, now - 20)
+    notifier = make(alertmanager=AlertmanagerConfig(alertmanager, resend_interval_seconds=0.5))
+    notifier.start()
+
+    def active() -> dict[str, dict]:
+        alerts = _get(f"{alertmanager}/api/v2/alerts")
+        return {a["labels"]["alertname"]: a for a in alerts} if isinstance(alerts, list) else {}
+
+    notifier.submit(firing)
+    wait_until(lambda: "SentinelFailureRisk" in active(), 5.0, lambda: "the firing alert")
+    alert = active()["SentinelFailureRisk"]
+    assert alert["labels"] == {"alertname": "SentinelFailureRisk", "service": "checkout",
+                               "severity": "critical"}
+    assert alert["status"]["state"] == "active"
+    assert alert["startsAt"].startswith(rfc3339(now - 20).removesuffix("Z"))
+    assert "SentinelWatchdog" in active()
+
+    notifier.submit(resolved)
+    wait_until(lambda: "SentinelFailureRisk" not in active(), 5.0, lambda: "the resolve")
+    assert "SentinelWatchdog" in active()
