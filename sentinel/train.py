@@ -1,13 +1,14 @@
 """Training: history -> labelled windows -> two-layer LSTM -> validated artifact.
 
-The validation split is by time: the last `validation_fraction` of the history's time
-range, with one horizon left out before it so no target looks across the cut. The scaler
+The validation split is by time: the last part of the history (see `validation_cut`),
+with one horizon left out before it so no target looks across the cut. The scaler
 and the static-threshold baseline are fitted on the training part only.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -69,6 +70,23 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
     return WindowSet(labelled, *columns)
 
 
+MIN_VALIDATION_FAILURES = 3
+
+
+def validation_cut(config: Config, labelled: list[Labelled], first: int, last: int) -> float:
+    """Where the validation part starts: the last `validation_fraction` of the time range,
+    moved earlier if needed so that it holds at least that fraction of the failure events
+    (and never fewer than MIN_VALIDATION_FAILURES while training keeps as many): a
+    validation day without failures cannot choose an alert threshold."""
+    fraction = config.training.validation_fraction
+    cut = first + (1 - fraction) * (last - first)
+    starts = sorted(e.start_ts for item in labelled for e in item.events)
+    wanted = max(MIN_VALIDATION_FAILURES, math.ceil(fraction * len(starts)))
+    if len(starts) >= 2 * wanted:
+        cut = min(cut, starts[-wanted] - config.horizon_seconds - config.window_seconds)
+    return cut
+
+
 def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str, Any]:
     """Train, validate and save a model; returns the JSON summary."""
     import keras
@@ -79,14 +97,18 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
     labelled = [label(s, config) for s in series.values()]
     windows = labelled_windows(labelled, config)
     first, last = int(windows.ts.min()), int(windows.ts.max())
-    cut = first + (1 - cfg.validation_fraction) * (last - first)
+    cut = validation_cut(config, labelled, first, last)
     train_rows = np.flatnonzero((windows.ts < cut - config.horizon_seconds) & ~np.isnan(windows.y))
     val_rows = np.flatnonzero(windows.ts >= cut)
     positives = train_rows[windows.y[train_rows] == 1]
     if len(positives) == 0:
         raise DataError("the training part of the history holds no failure to learn from; "
                         "record more history or check the `failure` rule")
-    negatives = train_rows[windows.y[train_rows] == 0][:: cfg.negative_stride]
+    negatives = train_rows[windows.y[train_rows] == 0]
+    # Thin the easy negatives, keep every hard one: the windows just before a failure's
+    # horizon look like its precursors and teach the model *when*, not just *whether*.
+    hard = near_failures(windows, negatives, config.horizon_seconds, 3 * config.horizon_seconds)
+    negatives = np.union1d(negatives[hard], negatives[~hard][:: cfg.negative_stride])
     fit_rows = np.sort(np.concatenate([positives, negatives]))
     log.info("training on %d windows (%d failure precursors), validating on %d",
              len(fit_rows), len(positives), len(val_rows))
@@ -139,6 +161,18 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
             "seconds": round(time.monotonic() - started, 1), **metadata["training"],
             "operating_threshold": operating_threshold, "validation": validation["overall"],
             "baseline": baseline["rule"]}
+
+
+def near_failures(windows: WindowSet, rows: np.ndarray, after_seconds: int, before_seconds: int
+                  ) -> np.ndarray:
+    """Which rows end between `before_seconds` and `after_seconds` ahead of a failure start."""
+    out = np.zeros(len(rows), dtype=bool)
+    for k, item in enumerate(windows.labelled):
+        mine = windows.series_index[rows] == k
+        for event in item.events:
+            lead = event.start_ts - windows.ts[rows]
+            out |= mine & (lead > after_seconds) & (lead <= before_seconds)
+    return out
 
 
 def choose_threshold(config: Config, windows: WindowSet, rows: np.ndarray, risk: np.ndarray
