@@ -94,7 +94,7 @@ class AlertingConfig:
     # fire when risk >= threshold ...; None ("auto") takes the operating threshold the model
     # chose on its validation split (see `resolved`)
     threshold: float | None = None
-    for_steps: int = 2  # ... for this many consecutive scored steps
+    for_steps: int = 3  # ... for this many consecutive scored steps
     resolve_threshold: float | None = None  # resolve below this ...; None: 0.6 x threshold
     resolve_steps: int = 6  # ... for this many consecutive scored steps
     cooldown_seconds: float = 300.0  # no new firing this long after a resolve
@@ -120,9 +120,10 @@ class TrainingConfig:
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 0.002
-    lstm_units: tuple[int, int] = (48, 24)
+    lstm_units: tuple[int, int] = (32, 16)
+    dropout: float = 0.2  # on the LSTMs' inputs while training: few failures, easy to overfit
     validation_fraction: float = 0.2  # the last fraction of time is the validation split
-    patience: int = 4  # early stopping on validation loss
+    patience: int = 6  # early stopping on validation loss
     seed: int = 7
     negative_stride: int = 3  # keep every Nth negative window (positives all kept)
     # the "auto" alert threshold is the lowest whose false alerts on the validation split
@@ -483,6 +484,7 @@ _TRAINING: Spec = {
     "batch_size": _integer(1),
     "learning_rate": _number("a positive number", lambda x: x > 0),
     "lstm_units": _list_of(_integer(1), "a list of 2 positive integers", 2, 2),
+    "dropout": _number("a number in [0, 1)", lambda x: 0 <= x < 1),
     "validation_fraction": _number("a number in (0, 0.5)", lambda x: 0 < x < 0.5),
     "patience": _integer(1),
     "seed": _integer(0),

@@ -100,7 +100,7 @@ class Labelled:
 
 def label(series: Series, config: Config) -> Labelled:
     failing = failing_steps(series.values, tracked_metrics(config), config.failure)
-    runs = failure_runs(failing, config.failure_for_steps)
+    runs = failure_runs(failing, config.failure_for_steps, config.horizon_steps)
     return Labelled(series, failure_events(series.service, series.first_ts, config.step_seconds, runs),
                     targets(len(series.values), runs, config.horizon_steps))
 

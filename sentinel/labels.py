@@ -3,7 +3,9 @@
 A service is *failing* at a step when the config's `failure` rule holds (``any`` or ``all``
 of its conditions); a failure *event* is a run of failing steps at least `for` long, and it
 starts at the first step of the run. A step with the rule's metrics missing keeps the
-previous step's state: a lost sample neither ends a failure nor starts a new one.
+previous step's state: a lost sample neither ends a failure nor starts a new one. Two
+events less than one horizon apart are merged into one: a relapse after a short recovery is
+the same incident, and a detector cannot be asked to announce it again.
 
 The target of the window ending at step t is 1 when a failure event starts in
 (t, t + horizon], else 0. Windows whose last step lies inside an ongoing failure
@@ -52,12 +54,23 @@ def failing_steps(values: np.ndarray, metrics: tuple[str, ...], rule: FailureRul
     return np.where(index >= 0, holds[np.maximum(index, 0)], False)
 
 
-def failure_runs(failing: np.ndarray, for_steps: int) -> list[tuple[int, int]]:
-    """Index ranges [start, end] (inclusive) of runs of at least `for_steps` failing steps."""
+def failure_runs(failing: np.ndarray, for_steps: int, merge_gap_steps: int = 0
+                 ) -> list[tuple[int, int]]:
+    """Index ranges [start, end] (inclusive) of runs of at least `for_steps` failing steps;
+    runs less than `merge_gap_steps` apart are one failure (a service that recovers for a
+    few steps and relapses has not had a new incident)."""
     padded = np.concatenate(([False], failing, [False])).astype(np.int8)
     edges = np.diff(padded)
     starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
-    return [(int(s), int(e)) for s, e in zip(starts, ends, strict=True) if e - s + 1 >= for_steps]
+    runs: list[tuple[int, int]] = []
+    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+        if e - s + 1 < for_steps:
+            continue
+        if runs and s - runs[-1][1] - 1 < merge_gap_steps:
+            runs[-1] = (runs[-1][0], e)
+        else:
+            runs.append((s, e))
+    return runs
 
 
 def targets(n_steps: int, runs: list[tuple[int, int]], horizon_steps: int) -> np.ndarray:

@@ -31,14 +31,18 @@ WEIGHTS, SCALER = "model.weights.h5", "scaler.json"
 METADATA, CHECKSUMS = "metadata.json", "checksums.json"
 
 
-def build_model(window_steps: int, n_features: int, units: tuple[int, int]) -> Any:
-    """LSTM returning sequences -> LSTM -> dense sigmoid: P(failure starts within horizon)."""
+def build_model(window_steps: int, n_features: int, units: tuple[int, int],
+                dropout: float = 0.0) -> Any:
+    """LSTM returning sequences -> LSTM -> dense sigmoid: P(failure starts within horizon).
+
+    `dropout` (on each LSTM's inputs) only acts while training; it adds no weights, so a
+    model trained with it loads into one built without it."""
     import keras
 
     return keras.Sequential([
         keras.Input(shape=(window_steps, n_features)),
-        keras.layers.LSTM(units[0], return_sequences=True),
-        keras.layers.LSTM(units[1]),
+        keras.layers.LSTM(units[0], return_sequences=True, dropout=dropout),
+        keras.layers.LSTM(units[1], dropout=dropout),
         keras.layers.Dense(1, activation="sigmoid"),
     ], name="sentinel_lstm")
 

@@ -58,6 +58,7 @@ STEPS_PER_DAY = 86400 // STEP_SECONDS
 SALE_SLOTS_HOURS = (10.0, 12.0, 15.0, 20.0, 21.5)
 LATENCY_K = 0.35  # p99 = base x (1 + k u^4 / (1.05 - u)) before queueing
 MAX_QUEUE_SECONDS = 8.0  # a full queue sheds instead of growing
+THRASH_STEPS = 5 * STEPS_PER_MINUTE  # GC thrash before a leak's out-of-memory
 BURSTS_PER_STEP = 0.006  # p99 tail bursts: about two an hour per service
 RETRY_FACTOR = 0.6  # extra load per unit of error rate (clients retry)
 THINK_SECONDS = 12.0  # callers wait for answers: queued requests hold back new ones
@@ -206,9 +207,10 @@ def incident_shape(rng: np.random.Generator, cause: str) -> tuple[float, float, 
     near_miss = rng.random() < 0.35
     if cause == "capacity_loss":
         return rng.uniform(4, 10), rng.uniform(6, 16), rng.uniform(0.45, 0.7)
-    if cause == "leak":  # severity: GC pause ms at the end; a restart in time avoids the OOM
-        return rng.uniform(30, 90), 0.0 if near_miss else rng.uniform(4, 15), rng.uniform(500,
-                                                                                           1300)
+    if cause == "leak":  # severity: GC pause ms before the thrash; a restart in time (before
+        # the thrash, as an on-call would on seeing the heap grow) avoids the OOM
+        hold = -rng.uniform(6, 15) if near_miss else rng.uniform(4, 15)
+        return rng.uniform(30, 90), hold, rng.uniform(500, 1300)
     severity = rng.uniform(400, 1300) if near_miss else rng.uniform(2500, 4500)
     return rng.uniform(3, 10), rng.uniform(5, 18), severity
 
@@ -264,8 +266,12 @@ def incident_effects(incidents: list[Incident], n_steps: int) -> Effects:
             capacity *= 1.0 - inc.severity * level
             blocked |= active  # replacement pods wait for nodes until it is mitigated
         elif inc.cause == "leak":
-            cost *= 1.0 + 0.5 * level**2
-            gc_ms += inc.severity * level**3
+            # the heap fills slowly; in the last minutes before out-of-memory the collector
+            # thrashes: GC time and cpu per request climb steeply (the timing precursor)
+            thrash = np.clip((rel - inc.build_steps + THRASH_STEPS) / THRASH_STEPS, 0.0, 1.0)
+            thrash *= active
+            cost *= 1.0 + 0.5 * level**2 + 0.6 * thrash**2
+            gc_ms += inc.severity * (level**3 + 1.5 * thrash**2)
             # out of memory: pods crash-loop from the end of the build until restarted
             oom = np.clip((rel - inc.build_steps) / STEPS_PER_MINUTE, 0.0, 1.0) * active
             capacity *= 1.0 - 0.6 * oom

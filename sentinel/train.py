@@ -122,7 +122,7 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
     labelled_val = ~np.isnan(y_val)  # windows inside a failure: scored, never a target
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(config.window_steps, len(config.features), cfg.lstm_units)
+    model = build_model(config.window_steps, len(config.features), cfg.lstm_units, cfg.dropout)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(curve="PR", name="pr_auc")])
     # Class imbalance: the negatives are thinned by the stride, and positives weigh the square

@@ -70,7 +70,7 @@ def test_shipped_config_loads_the_demo_defaults() -> None:
         alerting=AlertingConfig(
             threshold=None,
             resolve_threshold=None,
-            for_steps=2,
+            for_steps=3,
             resolve_steps=6,
             cooldown_seconds=300.0,
             severity="critical",

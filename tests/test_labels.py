@@ -93,3 +93,18 @@ def test_gap_inside_a_failure_does_not_split_it() -> None:
     runs = failure_runs(failing_steps(values, METRICS, rule), for_steps=3)
 
     assert runs == [(1, 4)]
+
+
+@pytest.mark.parametrize(
+    ("failing", "merge_gap_steps", "runs"),
+    [
+        ([1, 1, 1, 0, 1, 1, 1], 3, [(0, 6)]),  # a one-step recovery: the same incident
+        ([1, 1, 1, 0, 0, 0, 1, 1, 1], 3, [(0, 2), (6, 8)]),  # recovered for a full gap
+        ([1, 1, 1, 0, 1, 1, 1], 0, [(0, 2), (4, 6)]),  # merging off
+        ([1, 1, 1, 0, 1, 0, 1, 1, 1], 4, [(0, 8)]),  # a blip too short to count sits in the gap
+    ],
+)
+def test_failure_runs_closer_than_the_merge_gap_are_one_incident(
+    failing: list, merge_gap_steps: int, runs: list
+) -> None:
+    assert failure_runs(np.array(failing, dtype=bool), 3, merge_gap_steps) == runs
