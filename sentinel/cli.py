@@ -97,6 +97,23 @@ def _backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import prometheus_client
+
+    from sentinel.config import load_config
+    from sentinel.runner import App
+
+    prometheus_client.disable_created_metrics()  # one *_created series per counter is noise
+
+    # kafka-python logs every failed reconnect attempt as an ERROR; the daemon reports broker
+    # outages itself, once a minute, and readiness shows them
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+    logging.getLogger("kafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    app = App.create(load_config(args.config))
+    app.install_signal_handlers()
+    return app.run()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentinel", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default=os.environ.get("SENTINEL_LOG_LEVEL", "info"),
@@ -134,4 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="figures out (JSON)")
     p.add_argument("--plot", help="plot out (PNG)")
     p.set_defaults(handler=_backtest)
+
+    p = sub.add_parser("run", help="the daemon: consume samples from Kafka, score, alert "
+                                   "(exit 0 after SIGTERM/SIGINT, 1 on an unexpected error, "
+                                   "2 on a bad config or model)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(handler=_run)
     return parser

@@ -1,0 +1,274 @@
+"""The run loop of `sentinel run`: Kafka records in, risk gauges and alert deliveries out.
+
+    >>> daemon = Daemon(config, pipeline, connect, notifier, telemetry, health)
+    >>> daemon.run()        # until stop() (SIGTERM/SIGINT): finishes the batch, commits, closes
+
+One `run_once()` is one poll:
+
+1. poll; decode each live record (rejections: counted by reason, dead-lettered if configured);
+2. feed the warm-up samples (re-read after an assignment) to the pipeline and discard the
+   alert transitions they cause: those were delivered before their offsets were committed;
+3. feed the live samples; publish the latest risk per service; submit every transition to
+   the notifier (durable on return) and log it;
+4. mark silent services, evict beyond `stream.max_services`;
+5. flush the dead letters, then commit offset + 1 per partition read.
+
+So an offset is committed only once its sample is in the windows, the alerts it caused are
+in the outbox and its dead letter is acknowledged: at-least-once. A crash in between means
+the records are read again, and a re-sent alert carries the same Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sentinel.alerts import AlertTransition
+from sentinel.config import Config
+from sentinel.health import HealthState
+from sentinel.kafka_io import KafkaUnavailable, Record
+from sentinel.pipeline import Pipeline, StepResult
+from sentinel.samples import Rejection, Sample, decode
+from sentinel.services import ServiceTracker
+from sentinel.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+LAG_REFRESH_SECONDS = 2.0  # consumer lag is also the broker-reachability probe
+BACKOFF_SECONDS = (0.5, 10.0)  # after a failed poll: first wait, doubling up to the second
+LOG_EVERY_SECONDS = 60.0  # a broker outage is logged once a minute, not once a poll
+
+
+class Source(Protocol):
+    """What the loop needs from Kafka (sentinel.kafka_io.KafkaSource); all may block."""
+
+    def poll(self) -> list[Record]: ...
+    def commit(self, next_offsets: dict[int, int]) -> None: ...
+    def assignment(self) -> list[int]: ...
+    def lag(self) -> dict[int, int]: ...
+    def close(self) -> None: ...
+
+
+class Notifier(Protocol):
+    def submit(self, transition: AlertTransition) -> None: ...
+
+
+class DeadLetterSink(Protocol):
+    def send(self, record: Record, reason: str, detail: str) -> None: ...
+    def flush(self) -> bool: ...
+
+
+# connect(on_revoked, on_assigned) -> Source; raises KafkaUnavailable
+Connect = Callable[[Callable[[list[int]], None], Callable[[list[int]], None]], Source]
+
+
+class Daemon:
+    def __init__(self, config: Config, pipeline: Pipeline, connect: Connect, notifier: Notifier,
+                 telemetry: Telemetry, health: HealthState,
+                 dead_letters: DeadLetterSink | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.config, self.pipeline, self.notifier = config, pipeline, notifier
+        self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
+        self.clock, self.wall_clock = clock, wall_clock
+        self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services)
+        self._connect = connect
+        self._source: Source | None = None
+        self._stopping = threading.Event()
+        self._to_commit: dict[int, int] = {}  # read and processed, not handed to commit yet
+        self._lag_due = 0.0
+        self._trouble_logged_at: float | None = None
+
+    def run(self) -> None:
+        """Loop until `stop()`; then commit what was processed and close the consumer.
+
+        Broker trouble is retried forever; any other exception propagates (after the
+        consumer is closed) for the caller to log and exit non-zero.
+        """
+        self.telemetry.up.set(1)
+        backoff = BACKOFF_SECONDS[0]
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self.run_once()
+                    backoff = BACKOFF_SECONDS[0]
+                except KafkaUnavailable as exc:
+                    self._broker_trouble(exc)
+                    self.health.progressed()  # the loop turns; readiness tells the outage
+                    self._stopping.wait(backoff)
+                    backoff = min(backoff * 2, BACKOFF_SECONDS[1])
+            self._commit()
+        finally:
+            self.telemetry.up.set(0)
+            if self._source is not None:
+                self._source.close()  # leaves the group: the partitions move on at once
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch and return; safe from a signal handler."""
+        self._stopping.set()
+
+    def run_once(self) -> None:
+        if self._source is None:
+            self._source = self._connect(self._revoked, self._assigned)
+        records = self._source.poll()
+        now = self.clock()
+        warmup, live = self._decode(records, now)
+        self._process(warmup, live=False)
+        self._process(live, live=True)
+        self._sweep(now)
+        self._commit()
+        self._refresh_broker_facts(now)
+        self.health.progressed()
+        self.telemetry.progress.set(self.wall_clock())
+
+    def _decode(self, records: list[Record], now: float) -> tuple[list[Sample], list[Sample]]:
+        warmup: list[Sample] = []
+        live: list[Sample] = []
+        wall_ts = self.wall_clock()
+        for record in records:
+            self._to_commit[record.partition] = record.offset + 1
+            decoded = decode(record.value or b"", wall_ts, self.config.stream.max_future_seconds)
+            if record.warmup:
+                self.telemetry.warmup.inc()
+            if isinstance(decoded, Rejection):
+                if not record.warmup:  # a warm-up record was counted when it was live
+                    self._reject(record, decoded)
+                continue
+            if self.tracker.seen(decoded.service, record.partition, now):
+                self.telemetry.no_data.labels(decoded.service).set(0)
+                log.info("service %s sends samples again", decoded.service)
+            (warmup if record.warmup else live).append(decoded)
+        return warmup, live
+
+    def _reject(self, record: Record, rejection: Rejection) -> None:
+        self.telemetry.rejected.labels(rejection.reason).inc()
+        self.telemetry.outcomes.labels("rejected").inc()
+        log.debug("rejected partition %d offset %d: %s (%s)", record.partition, record.offset,
+                  rejection.reason, rejection.detail)
+        if self.dead_letters is not None:
+            self.dead_letters.send(record, rejection.reason, rejection.detail)
+            self.telemetry.dead_letters.inc()
+
+    def _process(self, samples: list[Sample], live: bool) -> None:
+        if not samples:
+            return
+        started = self.clock()
+        result = self.pipeline.process(samples)
+        self.telemetry.scoring_latency.observe(self.clock() - started)
+        if result.batch_size:
+            self.telemetry.batch_size.observe(result.batch_size)
+        latest = {score.service: score for score in result.scores}
+        for score in latest.values():
+            self.telemetry.risk.labels(score.service).set(score.risk)
+        for score in result.scores if log.isEnabledFor(logging.DEBUG) else ():
+            log.debug("scored service=%s ts=%d risk=%.4f", score.service, score.ts, score.risk,
+                      extra={"fields": {"event": "score", "service": score.service,
+                                        "event_ts": score.ts, "risk": score.risk, "live": live}})
+        if live:
+            self._count(samples, result)
+            for transition in result.transitions:
+                self.notifier.submit(transition)  # OutboxError propagates: nothing is committed
+                self.telemetry.alerts.labels(transition.state).inc()
+                _log_transition(transition)
+        self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+
+    def _count(self, samples: list[Sample], result: StepResult) -> None:
+        late = len(result.late)
+        self.telemetry.samples.inc(len(samples))
+        self.telemetry.outcomes.labels("accepted").inc(len(samples) - late)
+        self.telemetry.outcomes.labels("late").inc(late)
+        self.telemetry.late.inc(late)
+        self.telemetry.unscorable.inc(result.unscorable)
+        log.debug("batch: %d samples, %d late, %d windows scored, %d transitions", len(samples),
+                  late, result.batch_size, len(result.transitions),
+                  extra={"fields": {"event": "batch", "samples": len(samples), "late": late,
+                                    "scored": result.batch_size,
+                                    "transitions": len(result.transitions)}})
+
+    def _sweep(self, now: float) -> None:
+        """No-data marking and the memory cap."""
+        for service in self.tracker.went_silent(now):
+            # A stale risk reads as "fine": the gauge goes away while the service is silent.
+            self.telemetry.forget_services([service])
+            self.telemetry.no_data.labels(service).set(1)
+            log.warning("service %s sent no sample for %.0fs: no data", service,
+                        self.config.stream.silence_seconds,
+                        extra={"fields": {"event": "no_data", "service": service}})
+        evicted = self.tracker.evict()
+        if evicted:
+            self._drop(evicted)
+            self.telemetry.evicted.inc(len(evicted))
+            log.warning("tracking more than %d services: evicted %d idle ones (e.g. %s)",
+                        self.config.stream.max_services, len(evicted), evicted[0])
+        self.telemetry.tracked.set(len(self.tracker))
+
+    def _commit(self) -> None:
+        if not self._to_commit or self._source is None:
+            return
+        if self.dead_letters is not None and not self.dead_letters.flush():
+            log.warning("dead letters not acknowledged; offsets wait for the next batch")
+            return
+        offsets, self._to_commit = self._to_commit, {}
+        try:
+            self._source.commit(offsets)  # kept by the source and retried if this fails
+        except KafkaUnavailable as exc:
+            self.telemetry.commit_failures.inc()
+            self._broker_trouble(exc)
+
+    def _refresh_broker_facts(self, now: float) -> None:
+        assert self._source is not None
+        assigned = self._source.assignment()
+        self.health.set_check("partitions", bool(assigned),
+                              f"assigned {assigned}" if assigned else "no partition assigned")
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_REFRESH_SECONDS
+        try:
+            self.telemetry.set_lag(self._source.lag())
+        except KafkaUnavailable as exc:
+            self._broker_trouble(exc)
+            return
+        self.health.set_check("broker", True, "reachable")
+        if self._trouble_logged_at is not None:
+            log.info("Kafka is reachable again")
+            self._trouble_logged_at = None
+
+    def _broker_trouble(self, exc: KafkaUnavailable) -> None:
+        self.telemetry.broker_errors.inc()
+        self.health.set_check("broker", False, str(exc))
+        now = self.clock()
+        if self._trouble_logged_at is None or now - self._trouble_logged_at >= LOG_EVERY_SECONDS:
+            log.warning("Kafka trouble (retrying; logged once a minute): %s", exc)
+            self._trouble_logged_at = now
+
+    def _drop(self, services: list[str]) -> None:
+        for service in services:
+            self.pipeline.drop(service)
+        self.tracker.forget(services)
+        self.telemetry.forget_services(services)
+        self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+
+    # --- rebalance callbacks (sentinel.kafka_io): must not block ---
+
+    def _revoked(self, partitions: list[int]) -> None:
+        if not partitions:  # kafka-python announces the empty set before the first join
+            return
+        services = self.tracker.on_partitions(partitions)
+        self._drop(services)
+        for partition in partitions:
+            self._to_commit.pop(partition, None)  # the source committed what it could
+        log.info("partitions %s revoked: dropped the state of %d services", partitions,
+                 len(services))
+
+    def _assigned(self, partitions: list[int]) -> None:
+        log.info("partitions %s assigned", partitions)
+
+
+def _log_transition(t: AlertTransition) -> None:
+    log.info("alert %s service=%s risk=%.3f ts=%d episode=%s", t.state, t.service, t.risk, t.ts,
+             t.episode_key, extra={"fields": {
+                 "event": "alert", "state": t.state, "service": t.service, "risk": t.risk,
+                 "event_ts": t.ts, "started_ts": t.started_ts, "episode": t.episode_key}})

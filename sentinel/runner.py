@@ -1,0 +1,136 @@
+"""Wiring for `sentinel run`: build the daemon's parts from a config, run it, map the exit.
+
+    >>> app = App.create(load_config("config/sentinel.yaml"))   # SentinelError: exit 2
+    >>> exit_code = app.run()                                   # 0 after stop(), 1 on a bug
+
+Start-up order: model, metrics registry, notifier (re-loads the outbox), HTTP server,
+consumer (lazily, in the loop: a broker that is down at start-up is retried, not fatal).
+Shutdown runs in reverse: consumer (commit, leave the group), dead-letter producer,
+notifier (pending deliveries stay in the outbox), HTTP server.
+
+A missing model directory is not fatal: Sentinel consumes, keeps windows and exports
+metrics, but scores nothing and is not ready. A model that is present but unusable
+(corrupt, tampered with, not matching the config) stops start-up with a ModelError.
+"""
+
+from __future__ import annotations
+
+import calendar
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from sentinel.config import Config
+from sentinel.daemon import Daemon
+from sentinel.health import HealthServer, HealthState
+from sentinel.kafka_io import DeadLetters, KafkaSource
+from sentinel.model import METADATA, LoadedModel, load_model
+from sentinel.pipeline import Pipeline
+from sentinel.sinks import Notifier
+from sentinel.telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+
+STALL_FACTOR = 3  # /healthz fails after this many x max(poll timeout, 10 s) without a poll
+STOP_TIMEOUT_SECONDS = 3.0  # for the notifier's workers to finish an attempt in flight
+
+
+def load_model_if_present(config: Config) -> LoadedModel | None:
+    """None (with a warning) when model.path is missing or empty; ModelError when unusable."""
+    path = Path(config.model.path)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        log.warning("no model at %s: consuming and exporting metrics, but no risk is scored "
+                    "and /readyz fails until a model is trained there (sentinel train)", path)
+        return None
+    model = load_model(path, config)
+    log.info("model %s loaded from %s", model.version, path)
+    return model
+
+
+def model_written_ts(model: LoadedModel) -> float:
+    """When the artifact was written: from its version (20251124T101500Z-...) or its file."""
+    try:
+        return float(calendar.timegm(time.strptime(model.version.split("-")[0], "%Y%m%dT%H%M%SZ")))
+    except ValueError:
+        return os.path.getmtime(model.path / METADATA)
+
+
+class App:
+    def __init__(self, config: Config, daemon: Daemon, notifier: Notifier, server: HealthServer,
+                 dead_letters: DeadLetters | None) -> None:
+        self.config, self.daemon, self.notifier = config, daemon, notifier
+        self.server, self.dead_letters = server, dead_letters
+
+    @classmethod
+    def create(cls, config: Config, registry: CollectorRegistry | None = None,
+               wall_clock: Callable[[], float] = time.time) -> App:
+        """Everything but the consumer; raises SentinelError (exit 2) on a bad set-up."""
+        model = load_model_if_present(config)
+        registry = registry or CollectorRegistry()
+        for collector in (ProcessCollector, PlatformCollector, GCCollector):
+            collector(registry=registry)
+        telemetry = Telemetry(registry)
+        if model is not None:
+            telemetry.set_model(model.version, model_written_ts(model), wall_clock)
+        pipeline = Pipeline(config, model.scorer if model else None,
+                            model.alerting(config) if model else None)
+        notifier = Notifier(config.alerting, config.state.dir, registry=registry)
+        stall_after = STALL_FACTOR * max(config.kafka.poll_timeout_seconds, 10.0)
+        health = HealthState(stall_after)
+        health.set_check("model", model is not None,
+                         f"version {model.version} from {model.path}" if model else
+                         f"no model at {config.model.path}: train one with `sentinel train`")
+        server = HealthServer(config.metrics.host, config.metrics.port, registry, health)
+        dead_letters = None
+        if config.kafka.dead_letter_topic:
+            dead_letters = DeadLetters(config.kafka.bootstrap_servers,
+                                       config.kafka.dead_letter_topic, config.kafka.topic)
+
+        def connect(on_revoked: Callable[[list[int]], None],
+                    on_assigned: Callable[[list[int]], None]) -> KafkaSource:
+            return KafkaSource(config.kafka, on_revoked, on_assigned)
+
+        daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
+                        wall_clock=wall_clock)
+        return cls(config, daemon, notifier, server, dead_letters)
+
+    def run(self) -> int:
+        """Serve until `stop()`: 0 then, 1 after an unexpected error (logged with traceback)."""
+        self.server.start()
+        self.notifier.start()
+        log.info("consuming %s as group %s from %s", self.config.kafka.topic,
+                 self.config.kafka.group_id, ",".join(self.config.kafka.bootstrap_servers))
+        try:
+            self.daemon.run()
+        except Exception:
+            log.exception("sentinel run stopped by an unexpected error; exiting 1 so the "
+                          "supervisor restarts it (uncommitted records are read again)")
+            return 1
+        finally:
+            if self.dead_letters is not None:
+                self.dead_letters.close()
+            self.notifier.stop(STOP_TIMEOUT_SECONDS)
+            self.server.stop()
+        log.info("stopped")
+        return 0
+
+    def stop(self) -> None:
+        self.daemon.stop()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT ask the loop to stop; a second one is not needed (nor special)."""
+        def handle(signum: int, frame: FrameType | None) -> None:
+            log.info("%s received: finishing the batch, committing, stopping",
+                     signal.Signals(signum).name)
+            self.stop()
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, handle)
+            signal.signal(signal.SIGINT, handle)
