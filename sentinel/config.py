@@ -23,7 +23,7 @@ import yaml
 from sentinel.errors import ConfigError
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
-Transform = Literal["none", "log1p"]
+Transform = Literal["none", "log1p", "log"]
 Center = Literal["none", "window"]
 
 
@@ -31,7 +31,8 @@ Center = Literal["none", "window"]
 class FeatureSpec:
     """One model input, in model input order.
 
-    `transform` is applied first (``log1p`` for quantities spanning orders of magnitude),
+    `transform` is applied first (``log1p`` for quantities spanning orders of magnitude,
+    ``log`` = log(x + 1e-4) for small rates such as an error rate, where 0.002 -> 0.006 matters),
     then `center: window` subtracts the window's own mean of the transformed value, so a
     service with 50 qps and one with 50,000 qps look alike to the model; last comes the
     global standardisation fitted on training data.

@@ -15,6 +15,8 @@ import numpy as np
 
 from sentinel.config import Config, FeatureSpec
 
+LOG_EPSILON = 1e-4  # `log` transform: resolves error rates down to ~0.01 %
+
 
 def tracked_metrics(config: Config) -> tuple[str, ...]:
     """Metrics kept per bucket: the features in model order, then failure-rule-only metrics."""
@@ -48,6 +50,8 @@ def transform(values: np.ndarray, specs: tuple[FeatureSpec, ...]) -> np.ndarray:
         column = x[..., i]
         if spec.transform == "log1p":
             column = np.log1p(np.maximum(column, 0.0))
+        elif spec.transform == "log":
+            column = np.log(np.maximum(column, 0.0) + LOG_EPSILON)
         if spec.center == "window":
             column = column - column.mean(axis=-1, keepdims=True)
         x[..., i] = column

@@ -198,3 +198,11 @@ def test_scaler_clips_huge_values_to_finite(value: float) -> None:
 
     assert np.isfinite(scaled).all()
     assert abs(float(scaled[0, 0])) == 20.0
+
+
+def test_log_transform_resolves_small_error_rates() -> None:
+    rates = np.array([[[0.002], [0.006], [0.0], [-1.0]]])
+    out = transform(rates, (FeatureSpec("error_rate", transform="log"),))
+    assert out[0, :, 0] == pytest.approx(np.log([0.0021, 0.0061, 1e-4, 1e-4]))
+    # a tripled error rate is a clear step, unlike raw values near zero
+    assert out[0, 1, 0] - out[0, 0, 0] > 1.0
