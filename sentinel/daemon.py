@@ -6,8 +6,9 @@
 One `run_once()` is one poll:
 
 1. poll; decode each live record (rejections: counted by reason, dead-lettered if configured);
-2. feed the warm-up samples (re-read after an assignment) to the pipeline and discard the
-   alert transitions they cause: those were delivered before their offsets were committed;
+2. feed the warm-up samples (re-read after an assignment) to the pipeline; the alert
+   transitions they cause were delivered before their offsets were committed, so they are
+   only adopted (the Alertmanager sink keeps re-sending a firing one), not sent again;
 3. feed the live samples; publish the latest risk per service; submit every transition to
    the notifier (durable on return) and log it;
 4. mark silent services, evict beyond `stream.max_services`;
@@ -33,6 +34,7 @@ from sentinel.kafka_io import KafkaUnavailable, Record
 from sentinel.pipeline import Pipeline, StepResult
 from sentinel.samples import Rejection, Sample, decode
 from sentinel.services import ServiceTracker
+from sentinel.sinks import OutboxError
 from sentinel.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,11 @@ class Source(Protocol):
 
 
 class Notifier(Protocol):
+    """sentinel.sinks.Notifier: each call writes to local disk; OutboxError when it cannot."""
+
     def submit(self, transition: AlertTransition) -> None: ...
+    def adopt(self, transition: AlertTransition) -> None: ...
+    def forget(self, services: list[str]) -> None: ...
 
 
 class DeadLetterSink(Protocol):
@@ -173,6 +179,9 @@ class Daemon:
                 self.notifier.submit(transition)  # OutboxError propagates: nothing is committed
                 self.telemetry.alerts.labels(transition.state).inc()
                 _log_transition(transition)
+        else:
+            for transition in result.transitions:  # delivered before: taken over, not resent
+                self.notifier.adopt(transition)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
 
     def _count(self, samples: list[Sample], result: StepResult) -> None:
@@ -250,6 +259,10 @@ class Daemon:
         self.tracker.forget(services)
         self.telemetry.forget_services(services)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+        try:
+            self.notifier.forget(services)  # e.g. stop re-sending their alerts to Alertmanager
+        except OutboxError as exc:
+            log.error("cannot forget the alerts of %d services: %s", len(services), exc)
 
     # --- rebalance callbacks (sentinel.kafka_io): must not block ---
 

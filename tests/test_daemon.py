@@ -44,16 +44,17 @@ from daemon_kit import (
 from prometheus_client import CollectorRegistry
 
 from sentinel import simulate
+from sentinel.alerts import AlertTransition
 from sentinel.backtest import replay
 from sentinel.cli import main
-from sentinel.config import parse_config
+from sentinel.config import AlertingConfig, AlertmanagerConfig, WebhookConfig, parse_config
 from sentinel.daemon import Daemon
 from sentinel.health import HealthServer, HealthState
 from sentinel.kafka_io import DeadLetters, KafkaUnavailable, Record
 from sentinel.model import load_model
 from sentinel.pipeline import Pipeline
 from sentinel.samples import Sample, decode
-from sentinel.sinks import OutboxError
+from sentinel.sinks import Notifier, OutboxError
 from sentinel.telemetry import Telemetry
 from sentinel.train import train
 
@@ -488,6 +489,25 @@ def test_dead_letters_wait_for_a_broker_and_then_land_with_their_origin(tmp_path
                                                       "offset": 41}
 
 
+def test_adopted_alerts_are_resent_to_alertmanager_until_forgotten(tmp_path):
+    """After a rebalance the new owner adopts the firing episodes it rebuilt (its Alertmanager
+    sink re-sends them) and the old owner forgets them (it stops re-sending)."""
+    config = AlertingConfig(webhooks=(WebhookConfig("http://127.0.0.1:9/alerts"),),
+                            alertmanager=AlertmanagerConfig("http://127.0.0.1:9"))
+    notifier = Notifier(config, tmp_path, registry=CollectorRegistry())  # not started
+    firing_file = tmp_path / "outbox" / "alertmanager-firing.json"
+
+    def firing() -> list[str]:
+        return [t["service"] for t in json.loads(firing_file.read_text())["firing"]]
+
+    notifier.adopt(AlertTransition("cart", "firing", T0, 0.9, T0))
+    notifier.adopt(AlertTransition("search", "firing", T0, 0.8, T0))
+    assert firing() == ["cart", "search"]
+    assert len(notifier.outbox) == 0  # nothing is delivered again
+    notifier.forget(["cart"])
+    assert firing() == ["search"]
+
+
 # --- the loop with small fakes: no broker, no TensorFlow, time passed in -----------------------
 
 UNIT_CONFIG = {
@@ -538,12 +558,20 @@ class FakeSource:
 class FakeNotifier:
     def __init__(self, error: Exception | None = None) -> None:
         self.submitted: list = []
+        self.adopted: list = []
+        self.forgotten: list[str] = []
         self.error = error
 
     def submit(self, transition) -> None:
         if self.error:
             raise self.error
         self.submitted.append(transition)
+
+    def adopt(self, transition) -> None:
+        self.adopted.append(transition)
+
+    def forget(self, services: list[str]) -> None:
+        self.forgotten += services
 
 
 class FakeDeadLetters:
@@ -635,6 +663,7 @@ def test_warm_up_rebuilds_the_alert_state_without_sending_its_alerts_again():
     loop.feed(*(rec(i, warmup=True) for i in range(5)), rec(5), rec(6))
 
     assert loop.notifier.submitted == []  # the firing happened in the warm-up: sent before
+    assert [(t.state, t.ts) for t in loop.notifier.adopted] == [("firing", T0 + 20)]
     assert loop.metric("sentinel_alerts_firing") == 1
     assert loop.metric("sentinel_samples_total") == 2
     assert loop.metric("sentinel_warmup_records_total") == 5
@@ -709,6 +738,7 @@ def test_a_revoked_partition_takes_its_services_state_along():
 
     loop.source.on_revoked([1])  # what KafkaSource does inside poll()
 
+    assert loop.notifier.forgotten == ["checkout"]
     assert "checkout" not in loop.daemon.pipeline.windows
     assert loop.metric("sentinel_failure_risk", service="checkout") is None
     assert loop.metric("sentinel_failure_risk", service="cart") == 0.1

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 from sentinel.alerts import AlertTransition
@@ -64,15 +65,24 @@ class AlertmanagerSink:
                 firing[transition.episode_key] = transition
             else:
                 firing.pop(transition.episode_key, None)
-            if firing == self._firing:
-                return
-            document = {"firing": [transition_to_json(t) for t in firing.values()]}
-            try:
-                write_atomic(self._path, encode(document))
-            except OSError as exc:
-                raise OutboxError(f"cannot write {self._path}: {exc}; check that state.dir "
-                                  f"is writable and has space") from exc
-            self._firing = firing
+            self._save(firing)
+
+    def forget(self, services: Collection[str]) -> None:
+        """Stops re-sending the episodes of `services`: another replica owns them now (it
+        adopts them while rebuilding), or they were evicted."""
+        with self._lock:
+            self._save({k: t for k, t in self._firing.items() if t.service not in services})
+
+    def _save(self, firing: dict[str, AlertTransition]) -> None:
+        if firing == self._firing:
+            return
+        document = {"firing": [transition_to_json(t) for t in firing.values()]}
+        try:
+            write_atomic(self._path, encode(document))
+        except OSError as exc:
+            raise OutboxError(f"cannot write {self._path}: {exc}; check that state.dir "
+                              f"is writable and has space") from exc
+        self._firing = firing
 
     def firing(self) -> list[AlertTransition]:
         with self._lock:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -41,8 +41,15 @@ class Sink(Protocol):
     def record(self, transition: AlertTransition) -> None:
         """Called on the submitting thread just before the transition's delivery is queued.
 
-        May write to disk and block for that long; raises OutboxError when it cannot.
+        Also called, without a delivery, for transitions replayed while the daemon rebuilds
+        a partition's state (`Notifier.adopt`). May write to disk and block for that long;
+        raises OutboxError when it cannot.
         """
+
+    def forget(self, services: Collection[str]) -> None:
+        """Called on the submitting thread when this replica stops tracking `services`
+        (their partition moved to another replica, or they were evicted): drop any state
+        kept for them. Same blocking and errors as `record`."""
 
     def request(self, delivery: Delivery, now_ts: float) -> Request:
         """Called on the sink's worker thread before every attempt; `now_ts` is wall-clock time.

@@ -22,7 +22,7 @@ import logging
 import random as random_module
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -112,6 +112,23 @@ class Notifier:
                 for dropped in self.outbox.put(Delivery(worker.sink.name, transition, created_ts)):
                     self.metrics.deliveries.labels(dropped.sink, "dropped_overflow").inc()
                 worker.wake.set()
+
+    def adopt(self, transition: AlertTransition) -> None:
+        """Let the sinks know of a transition that was delivered before, without delivering it
+        again: the daemon replays a newly assigned partition and takes over its firing
+        alerts (the Alertmanager sink re-sends them from now on). Raises OutboxError."""
+        with self._submit_lock:
+            for worker in self._workers:
+                worker.sink.record(transition)
+
+    def forget(self, services: Collection[str]) -> None:
+        """This replica no longer tracks `services`: the sinks drop their state for them
+        (pending deliveries are still delivered). Raises OutboxError."""
+        if not services:
+            return
+        with self._submit_lock:
+            for worker in self._workers:
+                worker.sink.forget(services)
 
     def flush(self, timeout_seconds: float) -> bool:
         """Wait until every pending delivery is done with; False if the timeout came first."""

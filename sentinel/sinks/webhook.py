@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Collection
 
 from sentinel.alerts import AlertTransition
 from sentinel.config import WebhookConfig
@@ -47,6 +48,9 @@ class WebhookSink:
         self._secret = load_secret(config, f"alerting.webhooks[{index}]")
 
     def record(self, transition: AlertTransition) -> None:
+        pass
+
+    def forget(self, services: Collection[str]) -> None:
         pass
 
     def request(self, delivery: Delivery, now_ts: float) -> Request:
