@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import re
@@ -148,8 +149,12 @@ def main() -> int:
                                        str(config_path)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
             from sentinel.simulate import produce_kafka
 
+            stop = threading.Event()
+            # the stream ends early once `stop` is set, so the producer flushes and closes
+            # while the broker is still there
+            stream = itertools.takewhile(lambda _: not stop.is_set(), samples)
             producer = threading.Thread(target=produce_kafka, daemon=True, args=(
-                samples, broker.bootstrap, "sentinel.metrics"), kwargs={"speed": args.speed})
+                stream, broker.bootstrap, "sentinel.metrics"), kwargs={"speed": args.speed})
             producer.start()
             try:
                 while daemon.poll() is None:
@@ -158,6 +163,8 @@ def main() -> int:
             except KeyboardInterrupt:
                 say("stopping")
             finally:
+                stop.set()
+                producer.join(timeout=10)
                 if daemon.poll() is None:
                     daemon.send_signal(signal.SIGTERM)
                     try:

@@ -164,7 +164,7 @@ def test_failure_all_mode_is_kept() -> None:
         ("failure.any[0].value", DELETE, "failure.any[0].value", "required"),
         ("features", [], "features", "[]"),
         ("features[1].name", "qps", "features[1].name", "'qps'"),
-        ("features[2].transform", "log", "features[2].transform", "'log'"),
+        ("features[2].transform", "sqrt", "features[2].transform", "'sqrt'"),
         ("features[0].center", "mean", "features[0].center", "'mean'"),
         ("metrics.listen", "localhost", "metrics.listen", "'localhost'"),
         ("metrics.listen", "127.0.0.1:70000", "metrics.listen", "'127.0.0.1:70000'"),

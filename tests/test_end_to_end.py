@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def test_backtest_alerts_follow_the_contract(run: dict) -> None:
     for service in {a["service"] for a in alerts}:
         states = [a["state"] for a in alerts if a["service"] == service]
         assert states[0] == "firing"
-        assert all(x != y for x, y in zip(states, states[1:], strict=False)), "states alternate"
+        assert all(x != y for x, y in itertools.pairwise(states)), "states alternate"
 
 
 def test_report_grades_model_and_baseline(run: dict) -> None:
