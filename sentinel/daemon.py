@@ -33,6 +33,7 @@ from sentinel.health import HealthState
 from sentinel.kafka_io import KafkaUnavailable, Record
 from sentinel.pipeline import Pipeline, StepResult
 from sentinel.samples import Rejection, Sample, decode
+from sentinel.sdnotify import SystemdNotifier
 from sentinel.services import ServiceTracker
 from sentinel.sinks import OutboxError
 from sentinel.telemetry import Telemetry
@@ -76,8 +77,11 @@ class Daemon:
                  telemetry: Telemetry, health: HealthState,
                  dead_letters: DeadLetterSink | None = None,
                  clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time,
+                 systemd: SystemdNotifier | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
+        # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
+        self.systemd = systemd or SystemdNotifier.from_environment()
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
         self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services)
@@ -104,8 +108,10 @@ class Daemon:
                 except KafkaUnavailable as exc:
                     self._broker_trouble(exc)
                     self.health.progressed()  # the loop turns; readiness tells the outage
+                    self.systemd.alive(self.clock())
                     self._stopping.wait(backoff)
                     backoff = min(backoff * 2, BACKOFF_SECONDS[1])
+            self.systemd.stopping("committing offsets and leaving the consumer group")
             self._commit()
         finally:
             self.telemetry.up.set(0)
@@ -129,6 +135,10 @@ class Daemon:
         self._refresh_broker_facts(now)
         self.health.progressed()
         self.telemetry.progress.set(self.wall_clock())
+        if not self.systemd.is_ready and self.health.readiness()[0]:
+            # the first time /readyz would answer 200: model loaded, partitions assigned
+            self.systemd.ready(f"consuming {self.config.kafka.topic} as {self.config.kafka.group_id}")
+        self.systemd.alive(now)
 
     def _decode(self, records: list[Record], now: float) -> tuple[list[Sample], list[Sample]]:
         warmup: list[Sample] = []

@@ -78,7 +78,8 @@ class App:
             collector(registry=registry)
         telemetry = Telemetry(registry)
         if model is not None:
-            telemetry.set_model(model.version, model_written_ts(model), wall_clock)
+            telemetry.set_model(model.version, model_written_ts(model), wall_clock,
+                                model.alerting(config).threshold)
         pipeline = Pipeline(config, model.scorer if model else None,
                             model.alerting(config) if model else None)
         notifier = Notifier(config.alerting, config.state.dir, registry=registry)

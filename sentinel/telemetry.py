@@ -82,6 +82,10 @@ class Telemetry:
                             registry=r)
         self.model_info = Gauge("sentinel_model_info", "The loaded model (value 1)", ["version"],
                                 registry=r)
+        self.threshold = Gauge("sentinel_alert_threshold",
+                               "Risk at or above which the failure-risk alert fires (the "
+                               "configured or the model's threshold; 0 without a model)",
+                               registry=r)
         self.model_age = Gauge("sentinel_model_age_seconds",
                                "Seconds since the loaded model was trained (written)", registry=r)
         self.progress = Gauge("sentinel_last_progress_timestamp_seconds",
@@ -100,8 +104,11 @@ class Telemetry:
         for state in ALERT_STATES:
             self.alerts.labels(state)
 
-    def set_model(self, version: str, written_ts: float, wall_clock: Callable[[], float]) -> None:
+    def set_model(self, version: str, written_ts: float, wall_clock: Callable[[], float],
+                  threshold: float | None = None) -> None:
         self.model_info.labels(version).set(1)
+        if threshold is not None:
+            self.threshold.set(threshold)
         self.model_age.set_function(lambda: max(0.0, wall_clock() - written_ts))
 
     def set_lag(self, lag: dict[int, int]) -> None:
