@@ -138,7 +138,7 @@ class Daemon:
         if not self.systemd.is_ready and self.health.readiness()[0]:
             # the first time /readyz would answer 200: model loaded, partitions assigned
             self.systemd.ready(f"consuming {self.config.kafka.topic} as {self.config.kafka.group_id}")
-        self.systemd.alive(now)
+        self.systemd.alive(self.clock())
 
     def _decode(self, records: list[Record], now: float) -> tuple[list[Sample], list[Sample]]:
         warmup: list[Sample] = []
