@@ -114,6 +114,49 @@ def _run(args: argparse.Namespace) -> int:
     return app.run()
 
 
+def _models(args: argparse.Namespace) -> int:
+    """`sentinel models list|promote|rollback`: the registry under model.path."""
+    from sentinel.config import load_config
+    from sentinel.registry import ModelRegistry
+
+    config = load_config(args.config)
+    registry = ModelRegistry(config.model.path, config.model.keep_versions)
+    if args.action == "list":
+        versions = registry.versions()
+        if args.json:
+            print(json.dumps([{"version": v.version, "current": v.current, "path": str(v.path),
+                               **_version_facts(v.metadata)} for v in versions]))
+            return 0
+        if not versions:
+            print(f"no model versions in {registry.root}")
+        for v in versions:
+            facts = _version_facts(v.metadata)
+            print(f"{'*' if v.current else ' '} {v.version}  trained on "
+                  f"{facts['first_ts']}..{facts['last_ts']}  validation pr_auc "
+                  f"{facts['pr_auc']} early_recall {facts['early_recall']}")
+        return 0
+    if args.action == "promote":
+        source = Path(args.version)
+        version = args.version
+        if "/" in args.version or (source.is_dir() and (source / "metadata.json").is_file()):
+            version = registry.add(source, copy=True)  # a model directory: imported first
+        doc = registry.promote(version, config)
+    else:
+        doc = registry.rollback(config)
+    print(json.dumps({"current": doc["version"], "previous": doc["previous"][:1]}))
+    return 0
+
+
+def _version_facts(metadata: dict | None) -> dict[str, object]:
+    if metadata is None:
+        return {"first_ts": None, "last_ts": None, "pr_auc": None, "early_recall": None,
+                "error": "metadata.json unreadable"}
+    training = metadata.get("training", {})
+    overall = metadata.get("validation", {}).get("overall", {})
+    return {"first_ts": training.get("first_ts"), "last_ts": training.get("last_ts"),
+            "pr_auc": overall.get("pr_auc"), "early_recall": overall.get("early_recall")}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sentinel", description=__doc__.splitlines()[0])
     parser.add_argument("--log-level", default=os.environ.get("SENTINEL_LOG_LEVEL", "info"),
@@ -157,4 +200,17 @@ def _parser() -> argparse.ArgumentParser:
                                    "2 on a bad config or model)")
     p.add_argument("--config", required=True)
     p.set_defaults(handler=_run)
+
+    p = sub.add_parser("models", help="the model registry under model.path: list versions, "
+                                      "promote one, roll back (a running daemon swaps it in)")
+    models = p.add_subparsers(dest="action", required=True)
+    q = models.add_parser("list", help="versions, oldest first; * marks the current one")
+    q.add_argument("--json", action="store_true", help="one JSON array instead of lines")
+    q = models.add_parser("promote", help="verify VERSION and make it current (a model "
+                                          "directory path is imported as a version first)")
+    q.add_argument("version")
+    models.add_parser("rollback", help="make the previously current version current again")
+    for q in models.choices.values():
+        q.add_argument("--config", required=True)
+    p.set_defaults(handler=_models)
     return parser

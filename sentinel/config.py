@@ -25,6 +25,7 @@ from sentinel.errors import ConfigError
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Transform = Literal["none", "log1p", "log"]
 Center = Literal["none", "window"]
+RetrainMetric = Literal["pr_auc", "early_recall"]
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,34 @@ class StateConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
+    # a model directory written by `sentinel train`, or a registry (see sentinel.registry)
     path: str = "model"
+    keep_versions: int = 5  # registry: versions kept besides the current one and its rollback
+    check_interval_seconds: float = 5.0  # how often the daemon looks for a newly promoted model
+
+
+@dataclass(frozen=True)
+class HistoryConfig:
+    """The history store: every closed bucket, as sample JSONL under <state.dir>/history/."""
+
+    enabled: bool = True
+    retention_seconds: float = 7 * 86400.0  # event time: older segments are deleted
+    max_bytes: int = 1 << 30  # beyond this total, the oldest segments are deleted
+    replica: str | None = None  # segment file suffix; None: the host name
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """Scheduled retraining: train on history, validate on a holdout, promote (sentinel.retrain)."""
+
+    enabled: bool = False
+    schedule: str = "interval 6h"  # "interval <duration>" or a 5-field cron string (UTC)
+    min_history_seconds: float = 86400.0  # event time the history must span before a run trains
+    holdout_seconds: float = 6 * 3600.0  # the newest history: never trained on, graded on
+    margin: float = 0.02  # promote when candidate score >= current score - margin
+    metric: RetrainMetric = "pr_auc"
+    timeout_seconds: float = 1200.0  # the training child is killed after this long
+    threads: int = 1  # TensorFlow/OpenMP threads of the training child
 
 
 @dataclass(frozen=True)
@@ -193,6 +221,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     state: StateConfig = field(default_factory=StateConfig)
+    history: HistoryConfig = field(default_factory=HistoryConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
     source: str = "<memory>"
 
     @property
@@ -510,6 +540,63 @@ _KAFKA: Spec = {
     "session_timeout": _duration(),
     "max_poll_interval": _duration(),
 }
+_BYTES_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*(|[KMGT]i?B)")
+_BYTE_UNITS = {"": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+
+
+def _bytes(value: object, key: str) -> int:
+    """A size: bytes (int) or a string with a unit, e.g. '500MB', '1GiB'."""
+    match = _BYTES_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match:
+        size = float(match[1]) * _BYTE_UNITS[match[2]]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        size = float(value)
+    else:
+        size = 0.0
+    if size < 1:
+        raise ConfigError(key, value, "a positive size: bytes, or a string such as '500MB', '1GiB'")
+    return int(size)
+
+
+def parse_schedule(value: object, key: str = "retrain.schedule") -> str:
+    """'interval <duration>' or a 5-field cron expression; validated by building the trigger."""
+    from sentinel.schedule import trigger_for
+
+    expected = "'interval <duration>' (e.g. 'interval 6h') or a 5-field cron string such as " \
+               "'0 */6 * * *' (UTC)"
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, value, expected)
+    try:
+        trigger_for(value)
+    except (ValueError, ConfigError) as exc:
+        detail = f"the interval must be {exc.expected}" if isinstance(exc, ConfigError) else exc
+        raise ConfigError(key, value, f"{expected} ({detail})") from exc
+    return value.strip()
+
+
+def _retrain(value: object, key: str) -> RetrainConfig:
+    retrain = _build(RetrainConfig, value, key, _RETRAIN)
+    if retrain.holdout_seconds >= retrain.min_history_seconds:
+        expected = f"less than min_history ({retrain.min_history_seconds:.0f}s): training uses " \
+                   "the history before the holdout"
+        raise ConfigError(_join(key, "holdout"), retrain.holdout_seconds, expected)
+    return retrain
+
+
+_MODEL: Spec = {"path": _text, "keep_versions": _integer(1), "check_interval": _duration()}
+_HISTORY: Spec = {"enabled": _flag, "retention": _duration(), "max_bytes": _bytes,
+                  "replica": _text}
+_RETRAIN: Spec = {
+    "enabled": _flag,
+    "schedule": parse_schedule,
+    "min_history": _duration(),
+    "holdout": _duration(),
+    "margin": _number("a number in [0, 1]", lambda x: 0 <= x <= 1),
+    "metric": _choice(RetrainMetric),
+    "timeout": _duration(),
+    "threads": _integer(1),
+}
 _REQUIRED = ("step", "window", "horizon", "features", "failure")
 _TOP: Spec = {
     "step": _whole_seconds,
@@ -521,7 +608,9 @@ _TOP: Spec = {
     "training": _section(TrainingConfig, _TRAINING),
     "stream": _section(StreamConfig, _STREAM),
     "kafka": _section(KafkaConfig, _KAFKA),
-    "model": _section(ModelConfig, {"path": _text}),
+    "model": _section(ModelConfig, _MODEL),
     "metrics": _section(MetricsConfig, {"listen": _host_port}),
     "state": _section(StateConfig, {"dir": _text}),
+    "history": _section(HistoryConfig, _HISTORY),
+    "retrain": _retrain,
 }

@@ -14,6 +14,11 @@ One `run_once()` is one poll:
 4. mark silent services, evict beyond `stream.max_services`;
 5. flush the dead letters, then commit offset + 1 per partition read.
 
+Before the poll, a newly promoted model that finished loading in the background is swapped
+in (sentinel.hotswap), so no bucket is skipped or scored twice. The buckets closed by live
+samples go to the history store (sentinel.history_store) before the commit; a disk error
+there is counted and shown in /readyz as degraded, and scoring goes on.
+
 So an offset is committed only once its sample is in the windows, the alerts it caused are
 in the outbox and its dead letter is acknowledged: at-least-once. A crash in between means
 the records are read again, and a re-sent alert carries the same Idempotency-Key.
@@ -28,9 +33,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sentinel.alerts import AlertTransition
+from sentinel.buckets import Bucket
 from sentinel.config import Config
 from sentinel.health import HealthState
 from sentinel.kafka_io import KafkaUnavailable, Record
+from sentinel.model import LoadedModel
 from sentinel.pipeline import Pipeline, StepResult
 from sentinel.samples import Rejection, Sample, decode
 from sentinel.sdnotify import SystemdNotifier
@@ -68,6 +75,21 @@ class DeadLetterSink(Protocol):
     def flush(self) -> bool: ...
 
 
+class HistorySink(Protocol):
+    """sentinel.history_store.HistoryStore: `append` writes to local disk and never raises (a
+    disk error is counted and kept in `problem` until a write succeeds again)."""
+
+    problem: str | None
+
+    def append(self, buckets: list[Bucket]) -> int: ...
+
+
+class ModelSource(Protocol):
+    """sentinel.hotswap.ModelWatcher: a verified model to swap in now, or None; never blocks."""
+
+    def poll(self, now: float) -> LoadedModel | None: ...
+
+
 # connect(on_revoked, on_assigned) -> Source; raises KafkaUnavailable
 Connect = Callable[[Callable[[list[int]], None], Callable[[list[int]], None]], Source]
 
@@ -78,12 +100,14 @@ class Daemon:
                  dead_letters: DeadLetterSink | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
-                 systemd: SystemdNotifier | None = None) -> None:
+                 systemd: SystemdNotifier | None = None,
+                 history: HistorySink | None = None, models: ModelSource | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
         # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
         self.systemd = systemd or SystemdNotifier.from_environment()
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
+        self.history, self.models = history, models
         self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services)
         self._connect = connect
         self._source: Source | None = None
@@ -125,6 +149,7 @@ class Daemon:
     def run_once(self) -> None:
         if self._source is None:
             self._source = self._connect(self._revoked, self._assigned)
+        self._swap_model()
         records = self._source.poll()
         now = self.clock()
         warmup, live = self._decode(records, now)
@@ -184,6 +209,7 @@ class Daemon:
                       extra={"fields": {"event": "score", "service": score.service,
                                         "event_ts": score.ts, "risk": score.risk, "live": live}})
         if live:
+            self._record(result.buckets)
             self._count(samples, result)
             for transition in result.transitions:
                 self.notifier.submit(transition)  # OutboxError propagates: nothing is committed
@@ -193,6 +219,24 @@ class Daemon:
             for transition in result.transitions:  # delivered before: taken over, not resent
                 self.notifier.adopt(transition)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+
+    def _swap_model(self) -> None:
+        """Between two polls: take a newly promoted model the watcher loaded meanwhile."""
+        model = self.models.poll(self.clock()) if self.models is not None else None
+        if model is None:
+            return
+        alerting = model.alerting(self.config)
+        self.pipeline.swap_model(model.scorer, alerting)
+        self.telemetry.set_model(model.version, model.written_ts(), self.wall_clock,
+                                 alerting.threshold)
+        self.health.set_check("model", True, f"version {model.version} from {model.path}")
+
+    def _record(self, buckets: list[Bucket]) -> None:
+        """Closed buckets to the history store; live ones only (warm-up re-reads were recorded)."""
+        if self.history is None or not buckets:
+            return
+        self.history.append(buckets)  # never raises: scoring must not stop for the history
+        self.health.set_degraded("history", self.history.problem)
 
     def _count(self, samples: list[Sample], result: StepResult) -> None:
         late = len(result.late)

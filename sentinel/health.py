@@ -10,7 +10,8 @@
   within `stall_after_seconds`, else 503. A broker outage does not make it fail: the loop
   still turns; restarting would not help.
 - ``/readyz`` (readiness): 200 when every check (model, partitions, broker) is ok, else 503
-  with the failing checks in the body.
+  with the failing checks in the body. `degraded` names the parts that fail without
+  stopping the scoring (e.g. the history store on a full disk); they do not fail readiness.
 
 Both answer JSON. The main loop writes the state; HTTP threads only read it, under a lock,
 so a request never touches Kafka or the model.
@@ -46,6 +47,7 @@ class HealthState:
         self._last_progress: float | None = None
         self._checks: dict[str, tuple[bool, str]] = {name: (False, "not checked yet")
                                                      for name in READY_CHECKS}
+        self._degraded: dict[str, str] = {}
 
     def progressed(self) -> None:
         with self._lock:
@@ -54,6 +56,14 @@ class HealthState:
     def set_check(self, name: str, ok: bool, detail: str) -> None:
         with self._lock:
             self._checks[name] = (ok, detail)
+
+    def set_degraded(self, name: str, problem: str | None) -> None:
+        """`problem` while a non-essential part fails (shown in /readyz), None once it works."""
+        with self._lock:
+            if problem is None:
+                self._degraded.pop(name, None)
+            else:
+                self._degraded[name] = problem
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
         with self._lock:
@@ -66,9 +76,10 @@ class HealthState:
 
     def readiness(self) -> tuple[bool, dict[str, object]]:
         with self._lock:
-            checks = dict(self._checks)
+            checks, degraded = dict(self._checks), dict(self._degraded)
         ok = all(passed for passed, _ in checks.values())
-        return ok, {"status": "ready" if ok else "not ready",
+        status = ("ready" if ok else "not ready") + (", degraded" if degraded else "")
+        return ok, {"status": status, "degraded": degraded,
                     "checks": {name: {"ok": passed, "detail": detail}
                                for name, (passed, detail) in checks.items()},
                     "failing": [name for name, (passed, _) in checks.items() if not passed]}

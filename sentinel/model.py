@@ -10,6 +10,7 @@ checksums or metadata do not match, with a message that says what differs.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import os
@@ -102,6 +103,14 @@ class LoadedModel:
         """The config's alerting with "auto" thresholds taken from this model."""
         return config.alerting.resolved(self.metadata.get("operating_threshold"))
 
+    def written_ts(self) -> float:
+        """When the artifact was written: from its version (20251124T101500Z-...) or its file."""
+        try:
+            return float(calendar.timegm(time.strptime(self.version.split("-")[0],
+                                                       "%Y%m%dT%H%M%SZ")))
+        except ValueError:
+            return os.path.getmtime(self.path / METADATA)
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -114,6 +123,9 @@ def _sha256(path: Path) -> str:
 def save_model(keras_model: Any, scaler: Scaler, metadata: dict[str, Any], out: Path) -> str:
     """Write the artifact to a temporary sibling directory and rename it into place."""
     out = Path(out)
+    if (out / "versions").is_dir() and (out / "current").exists():
+        raise ModelError(f"{out} is a model registry: writing a model over it would delete every "
+                         "version. Train into a new directory and `sentinel models promote` it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

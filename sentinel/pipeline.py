@@ -72,6 +72,15 @@ class Pipeline:
         """Close every open bucket: the end of a replayed file."""
         return self._advance(self.bucketer.flush())
 
+    def swap_model(self, model: RiskModel, alerting: AlertingConfig) -> None:
+        """Score from the next step on with `model` and its thresholds (`alerting`, resolved).
+
+        Buckets, windows and alert states are kept: the first window scored by the new model
+        is the one after the last window the old model scored, and a firing alert stays
+        firing (it resolves under the new resolve threshold)."""
+        self.model = model
+        self.alerts.config = alerting
+
     def drop(self, service: str) -> None:
         """Forget a service's buckets, window and alert state (partition revoked, evicted)."""
         self.bucketer.drop(service)

@@ -11,13 +11,13 @@ notifier (pending deliveries stay in the outbox), HTTP server.
 A missing model directory is not fatal: Sentinel consumes, keeps windows and exports
 metrics, but scores nothing and is not ready. A model that is present but unusable
 (corrupt, tampered with, not matching the config) stops start-up with a ModelError.
+`model.path` is a model directory or a registry (sentinel.registry); a model promoted in the
+registry later is swapped in without a restart (sentinel.hotswap).
 """
 
 from __future__ import annotations
 
-import calendar
 import logging
-import os
 import signal
 import threading
 import time
@@ -30,9 +30,11 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from sentinel.config import Config
 from sentinel.daemon import Daemon
 from sentinel.health import HealthServer, HealthState
+from sentinel.hotswap import ModelWatcher
 from sentinel.kafka_io import DeadLetters, KafkaSource
-from sentinel.model import METADATA, LoadedModel, load_model
+from sentinel.model import LoadedModel, load_model
 from sentinel.pipeline import Pipeline
+from sentinel.registry import ModelRegistry
 from sentinel.sinks import Notifier
 from sentinel.telemetry import Telemetry
 
@@ -43,11 +45,17 @@ STOP_TIMEOUT_SECONDS = 3.0  # for the notifier's workers to finish an attempt in
 
 
 def load_model_if_present(config: Config) -> LoadedModel | None:
-    """None (with a warning) when model.path is missing or empty; ModelError when unusable."""
+    """None (with a warning) when model.path holds no model yet (missing, empty, or a registry
+    with no current version); ModelError when the model is unusable."""
     path = Path(config.model.path)
-    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    registry = ModelRegistry(path)
+    target = registry.current() if registry.is_registry else None
+    if target is not None:
+        path = target.path
+    elif registry.is_registry or not path.exists() or (path.is_dir() and not any(path.iterdir())):
         log.warning("no model at %s: consuming and exporting metrics, but no risk is scored "
-                    "and /readyz fails until a model is trained there (sentinel train)", path)
+                    "and /readyz fails until a model is trained there (sentinel train) or "
+                    "promoted (sentinel models promote)", path)
         return None
     model = load_model(path, config)
     log.info("model %s loaded from %s", model.version, path)
@@ -56,10 +64,7 @@ def load_model_if_present(config: Config) -> LoadedModel | None:
 
 def model_written_ts(model: LoadedModel) -> float:
     """When the artifact was written: from its version (20251124T101500Z-...) or its file."""
-    try:
-        return float(calendar.timegm(time.strptime(model.version.split("-")[0], "%Y%m%dT%H%M%SZ")))
-    except ValueError:
-        return os.path.getmtime(model.path / METADATA)
+    return model.written_ts()
 
 
 class App:
@@ -98,8 +103,10 @@ class App:
                     on_assigned: Callable[[list[int]], None]) -> KafkaSource:
             return KafkaSource(config.kafka, on_revoked, on_assigned)
 
+        watcher = ModelWatcher(ModelRegistry(config.model.path, config.model.keep_versions),
+                               config, model, registry)
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
-                        wall_clock=wall_clock)
+                        wall_clock=wall_clock, models=watcher)
         return cls(config, daemon, notifier, server, dead_letters)
 
     def run(self) -> int:

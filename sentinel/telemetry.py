@@ -106,6 +106,7 @@ class Telemetry:
 
     def set_model(self, version: str, written_ts: float, wall_clock: Callable[[], float],
                   threshold: float | None = None) -> None:
+        self.model_info.clear()  # a swapped-in model replaces the series of the one before
         self.model_info.labels(version).set(1)
         if threshold is not None:
             self.threshold.set(threshold)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import yaml
 from broker import FAST_GROUP, free_port
 from kafka import KafkaConsumer, KafkaProducer
@@ -28,6 +29,7 @@ from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from sentinel import simulate
 from sentinel.alerts import AlertTransition
 from sentinel.backtest import replay
 from sentinel.config import Config, parse_config
@@ -35,9 +37,32 @@ from sentinel.model import load_model
 from sentinel.pipeline import Score
 from sentinel.runner import App
 from sentinel.samples import Sample, decode
+from sentinel.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "config" / "sentinel.yaml"
+STREAM = simulate.simulate(services=3, days=0.3, seed=5).samples  # ~7,700 samples
+
+
+def train_small_model(out: Path) -> float:
+    """A small LSTM trained on a day of 4 services into `out`; returns an alert threshold.
+
+    A 2-epoch model is no oracle: the threshold is its 90th risk percentile on STREAM, so
+    that the stream has alert episodes to deliver. (The session fixture `trained` in
+    conftest.py trains it once for all tests.)"""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    history = out.parent / "history.jsonl"
+    simulate.write_jsonl(simulate.simulate(services=4, days=1, seed=9).samples, history)
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    raw["training"] = {"epochs": 2, "lstm_units": [8, 4], "negative_stride": 4,
+                       "validation_fraction": 0.3}
+    config = parse_config(raw)
+    train(config, [history], out)
+    samples = [s for s in (decode(json.dumps(x)) for x in STREAM) if isinstance(s, Sample)]
+    model = load_model(out, config)
+    risks = [s.risk for s in replay(config, model.scorer, samples,
+                                    config.alerting.resolved(0.5)).scores]
+    return round(float(np.quantile(risks, 0.9)), 4)
 
 
 def wait_until(condition: Callable[[], object], timeout_seconds: float,

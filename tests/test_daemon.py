@@ -20,10 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from broker import TansuBroker
 from daemon_kit import (
-    BASE_CONFIG,
+    STREAM,
     DaemonProcess,
     Expected,
     InProcessDaemon,
@@ -45,40 +44,14 @@ from prometheus_client import CollectorRegistry
 
 from sentinel import simulate
 from sentinel.alerts import AlertTransition
-from sentinel.backtest import replay
 from sentinel.cli import main
 from sentinel.config import AlertingConfig, AlertmanagerConfig, WebhookConfig, parse_config
 from sentinel.daemon import Daemon
 from sentinel.health import HealthServer, HealthState
 from sentinel.kafka_io import DeadLetters, KafkaUnavailable, Record
-from sentinel.model import load_model
 from sentinel.pipeline import Pipeline
-from sentinel.samples import Sample, decode
 from sentinel.sinks import Notifier, OutboxError
 from sentinel.telemetry import Telemetry
-from sentinel.train import train
-
-STREAM = simulate.simulate(services=3, days=0.3, seed=5).samples  # ~7,700 samples
-
-
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
-    """(model directory, alert threshold): a small LSTM trained on a day of 4 services."""
-    root = tmp_path_factory.mktemp("model")
-    history = root / "history.jsonl"
-    simulate.write_jsonl(simulate.simulate(services=4, days=1, seed=9).samples, history)
-    raw = yaml.safe_load(BASE_CONFIG.read_text())
-    raw["training"] = {"epochs": 2, "lstm_units": [8, 4], "negative_stride": 4,
-                       "validation_fraction": 0.3}
-    config = parse_config(raw)
-    train(config, [history], root / "model")
-    # A 2-epoch model is no oracle: take its 90th risk percentile on the test stream as the
-    # threshold, so that the stream has alert episodes to deliver.
-    samples = [s for s in (decode(json.dumps(x)) for x in STREAM) if isinstance(s, Sample)]
-    model = load_model(root / "model", config)
-    risks = [s.risk for s in replay(config, model.scorer, samples,
-                                    config.alerting.resolved(0.5)).scores]
-    return root / "model", round(float(np.quantile(risks, 0.9)), 4)
 
 
 @pytest.fixture
