@@ -50,9 +50,9 @@ from sentinel import simulate
 from sentinel.backtest import replay
 from sentinel.config import load_config, parse_config
 from sentinel.model import load_model
+from sentinel.registry import ModelRegistry
 from sentinel.runner import STOP_TIMEOUT_SECONDS
 from sentinel.samples import Sample, decode
-from sentinel.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -295,15 +295,14 @@ def test_the_statefulset_probes_health_persists_state_and_outlives_the_shutdown(
     for config_path in (K8S / "base" / "sentinel.yaml", K8S / "overlays" / "example" / "sentinel.yaml"):
         config = load_config(config_path)  # a valid Sentinel config, as the daemon reads it
         assert mounts[config.state.dir]["name"] == "state"
-        assert config.model.path.startswith(next(p for p, m in mounts.items() if m["name"] == "data"))
+        assert mounts[config.model.path]["name"] == "data"  # the shared registry
         assert config.metrics.host == "0.0.0.0" and config.metrics.port == 9108
         assert container["ports"][0]["containerPort"] == config.metrics.port
     env = {e["name"]: e for e in container["env"]}
     assert env["SENTINEL_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == "sentinel-secrets"
-    [cronjob] = [r for r in base_resources() if r["kind"] == "CronJob"]
-    args = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "train" and {"--config", "--history", "--out"} <= set(args)
-    assert args[args.index("--out") + 1] == load_config(K8S / "base" / "sentinel.yaml").model.path
+    script = " ".join(retrain_script().split())
+    assert "sentinel train --config /etc/sentinel/sentinel.yaml" in script
+    assert "sentinel models promote /tmp/candidate --config /etc/sentinel/sentinel.yaml" in script
 
 
 # --- Dockerfile ------------------------------------------------------------------------------
@@ -365,17 +364,55 @@ def test_the_dashboard_is_importable_with_datasource_and_service_variables() -> 
 RATE_INTERVAL = "15s"  # what Grafana puts for $__rate_interval at a 1 s scrape
 
 
+def retrain_script() -> str:
+    [cronjob] = [r for r in base_resources() if r["kind"] == "CronJob"]
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["/bin/sh", "-c"]
+    return container["args"][0]
+
+
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small LSTM (8/4 units, 2 epochs) on a simulated day of 3 services: ~10 s."""
+def model_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model registry as the retrain CronJob leaves it: its own script, run here with the
+    paths moved to a temporary directory, trains a small LSTM (8/4 units, 2 epochs) on a
+    simulated day of 3 services and promotes it (~15 s)."""
     root = tmp_path_factory.mktemp("deploy-model")
-    history = root / "history.jsonl"
-    simulate.write_jsonl(simulate.simulate(services=3, days=1, seed=9).samples, history)
+    (root / "history").mkdir()
+    simulate.write_jsonl(simulate.simulate(services=3, days=1, seed=9).samples,
+                         root / "history" / "day.jsonl")
     raw = yaml.safe_load(BASE_CONFIG.read_text())
     raw["training"] = {"epochs": 2, "lstm_units": [8, 4], "negative_stride": 4,
                        "validation_fraction": 0.3}
-    train(parse_config(raw), [history], root / "model")
-    return root / "model"
+    raw["model"] = {"path": str(root / "models")}
+    (root / "sentinel.yaml").write_text(yaml.safe_dump(raw))
+    script = (retrain_script().replace("/etc/sentinel/sentinel.yaml", str(root / "sentinel.yaml"))
+              .replace("/var/lib/sentinel/history", str(root / "history"))
+              .replace("/tmp/candidate", str(root / "candidate")))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    result = subprocess.run(["/bin/sh", "-c", script], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, f"{script}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return root / "models"
+
+
+@pytest.fixture(scope="module")
+def model_dir(model_registry: Path) -> Path:
+    """The version the registry's `current` pointer names."""
+    target = ModelRegistry(model_registry).current()
+    assert target is not None
+    return target.path
+
+
+def test_the_retrain_job_trains_and_promotes_into_the_registry(model_registry: Path,
+                                                               model_dir: Path) -> None:
+    pointer = json.loads((model_registry / "current").read_text())
+    assert [p.name for p in (model_registry / "versions").iterdir()] == [pointer["version"]]
+    assert model_dir == model_registry / "versions" / pointer["version"]
+    # the systemd timer's unit runs the same two commands
+    unit = unit_settings((UNIT.parent / "sentinel-retrain.service").read_text())
+    commands = [c.removeprefix("/opt/sentinel/bin/") for c in unit["ExecStart"]]
+    assert [" ".join(c.split()) for c in retrain_script().split(";")[1:]] == commands
 
 
 class NotifyListener:
@@ -563,7 +600,8 @@ def alert_statuses(receiver: Receiver, alertname: str, service: str | None = Non
 
 
 @pytest.fixture(scope="module")
-def scenario(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
+def scenario(model_registry: Path, model_dir: Path,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     for binary, what in ((PROMETHEUS, "prometheus"), (ALERTMANAGER, "prometheus-alertmanager")):
         if binary is None:
             pytest.skip(f"{what} is not installed (.ci/run installs it)")
@@ -583,7 +621,8 @@ def scenario(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
         stack.append(alertmanager)
 
         path, config = write_config(tmp / "sentinel.yaml", bootstrap=broker.bootstrap,
-                                    topic="metrics", model_dir=model_dir, state_dir=tmp / "state",
+                                    topic="metrics", model_dir=model_registry,
+                                    state_dir=tmp / "state",
                                     threshold=0.5, webhook_port=direct.port,
                                     stream={"silence": "3s"})
         raw = yaml.safe_load(path.read_text())
