@@ -122,12 +122,12 @@ class TrainingConfig:
     epochs: int = 30
     batch_size: int = 256
     learning_rate: float = 0.002
-    lstm_units: tuple[int, int] = (32, 16)
+    lstm_units: tuple[int, int] = (48, 24)
     dropout: float = 0.2  # on the LSTMs' inputs while training: few failures, easy to overfit
     validation_fraction: float = 0.2  # the last fraction of time is the validation split
     patience: int = 6  # early stopping on validation loss
     seed: int = 7
-    negative_stride: int = 3  # keep every Nth negative window (positives all kept)
+    negative_stride: int = 5  # keep every Nth negative window (positives all kept)
     # the "auto" alert threshold is the lowest whose false alerts on the validation split
     # stay within this many per service-day
     false_alerts_per_day: float = 0.5

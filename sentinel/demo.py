@@ -32,7 +32,7 @@ from sentinel.localbroker import TansuBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / "var" / "demo"
-LEAD_IN_SECONDS = 15 * 60  # stream from this long before the first failure
+LEAD_IN_SECONDS = 20 * 60  # stream from this long before the first failure (a window is 10 min)
 
 
 def say(message: str) -> None:

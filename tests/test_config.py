@@ -56,7 +56,7 @@ def test_shipped_config_loads_the_demo_defaults() -> None:
 
     assert cfg == Config(
         step_seconds=10,
-        window_seconds=300,
+        window_seconds=600,
         horizon_seconds=300,
         features=(
             FeatureSpec("qps", "log1p", "window"),
@@ -83,7 +83,7 @@ def test_shipped_config_loads_the_demo_defaults() -> None:
         metrics=MetricsConfig("127.0.0.1:9108"),
         source=str(SHIPPED),
     )
-    assert (cfg.window_steps, cfg.horizon_steps, cfg.failure_for_steps) == (30, 30, 3)
+    assert (cfg.window_steps, cfg.horizon_steps, cfg.failure_for_steps) == (60, 30, 3)
     assert (cfg.metrics.host, cfg.metrics.port) == ("127.0.0.1", 9108)
 
 
