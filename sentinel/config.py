@@ -267,6 +267,9 @@ def parse_config(raw: object, source: str = "<memory>") -> Config:
         if seconds % step or seconds < min_steps * step:
             expected = f"a multiple of step ({step}s) and at least {min_steps * step}s"
             raise ConfigError(name, raw[name], expected)
+    if cfg.retrain.enabled and not cfg.history.enabled:
+        raise ConfigError("retrain.enabled", True, "false while history.enabled is false: "
+                          "retraining learns from the history store")
     return cfg
 
 

@@ -48,11 +48,15 @@ class DecodeStats:
         return {"samples": self.samples, "late": self.late, "rejected": dict(self.rejected)}
 
 
-def decode_lines(lines: Iterable[str], stats: DecodeStats) -> Iterator[Sample]:
+def decode_lines(lines: Iterable[str], stats: DecodeStats, until_ts: float | None = None
+                 ) -> Iterator[Sample]:
+    """Samples of the lines (rejections counted); with `until_ts`, only those before it."""
     for line in lines:
         decoded = decode(line)
         if isinstance(decoded, Rejection):
             stats.rejected[decoded.reason] += 1
+        elif until_ts is not None and decoded.ts >= until_ts:
+            continue
         else:
             stats.samples += 1
             yield decoded
@@ -73,12 +77,14 @@ def series_from_buckets(buckets: Iterable[Bucket], step_seconds: int) -> dict[st
     return series
 
 
-def read_series(paths: Iterable[str | Path], config: Config) -> tuple[dict[str, Series], DecodeStats]:
+def read_series(paths: Iterable[str | Path], config: Config, until_ts: float | None = None
+                ) -> tuple[dict[str, Series], DecodeStats]:
+    """Series of the samples in `paths` (with `until_ts`: of those before it)."""
     stats = DecodeStats()
     bucketer = Bucketer(tracked_metrics(config), config.step_seconds,
                         config.stream.allowed_lateness_seconds)
     buckets: list[Bucket] = []
-    for i, sample in enumerate(decode_lines(iter_jsonl_lines(paths), stats)):
+    for i, sample in enumerate(decode_lines(iter_jsonl_lines(paths), stats, until_ts)):
         if bucketer.add(sample) == "late":
             stats.late += 1
         if i % 4096 == 0:

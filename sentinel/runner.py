@@ -3,10 +3,11 @@
     >>> app = App.create(load_config("config/sentinel.yaml"))   # SentinelError: exit 2
     >>> exit_code = app.run()                                   # 0 after stop(), 1 on a bug
 
-Start-up order: model, metrics registry, notifier (re-loads the outbox), HTTP server,
-consumer (lazily, in the loop: a broker that is down at start-up is retried, not fatal).
-Shutdown runs in reverse: consumer (commit, leave the group), dead-letter producer,
-notifier (pending deliveries stay in the outbox), HTTP server.
+Start-up order: model, metrics registry, notifier (re-loads the outbox), history store,
+HTTP server, retraining scheduler, consumer (lazily, in the loop: a broker that is down at
+start-up is retried, not fatal). Shutdown runs in reverse: consumer (commit, leave the
+group), retraining (a training child in flight is killed), history store (fsynced),
+dead-letter producer, notifier (pending deliveries stay in the outbox), HTTP server.
 
 A missing model directory is not fatal: Sentinel consumes, keeps windows and exports
 metrics, but scores nothing and is not ready. A model that is present but unusable
@@ -30,11 +31,13 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from sentinel.config import Config
 from sentinel.daemon import Daemon
 from sentinel.health import HealthServer, HealthState
+from sentinel.history_store import HistoryStore
 from sentinel.hotswap import ModelWatcher
 from sentinel.kafka_io import DeadLetters, KafkaSource
 from sentinel.model import LoadedModel, load_model
 from sentinel.pipeline import Pipeline
 from sentinel.registry import ModelRegistry
+from sentinel.retrain import Retrainer
 from sentinel.sinks import Notifier
 from sentinel.telemetry import Telemetry
 
@@ -69,9 +72,11 @@ def model_written_ts(model: LoadedModel) -> float:
 
 class App:
     def __init__(self, config: Config, daemon: Daemon, notifier: Notifier, server: HealthServer,
-                 dead_letters: DeadLetters | None) -> None:
+                 dead_letters: DeadLetters | None, history: HistoryStore | None = None,
+                 retrainer: Retrainer | None = None) -> None:
         self.config, self.daemon, self.notifier = config, daemon, notifier
         self.server, self.dead_letters = server, dead_letters
+        self.history, self.retrainer = history, retrainer
 
     @classmethod
     def create(cls, config: Config, registry: CollectorRegistry | None = None,
@@ -103,16 +108,22 @@ class App:
                     on_assigned: Callable[[list[int]], None]) -> KafkaSource:
             return KafkaSource(config.kafka, on_revoked, on_assigned)
 
-        watcher = ModelWatcher(ModelRegistry(config.model.path, config.model.keep_versions),
-                               config, model, registry)
+        models = ModelRegistry(config.model.path, config.model.keep_versions)
+        watcher = ModelWatcher(models, config, model, registry)
+        history = HistoryStore.from_config(config, registry) if config.history.enabled else None
+        retrainer = None
+        if config.retrain.enabled and history is not None:  # config: retrain needs history
+            retrainer = Retrainer(config, models, history, lambda: watcher.serving, registry)
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
-                        wall_clock=wall_clock, models=watcher)
-        return cls(config, daemon, notifier, server, dead_letters)
+                        wall_clock=wall_clock, history=history, models=watcher)
+        return cls(config, daemon, notifier, server, dead_letters, history, retrainer)
 
     def run(self) -> int:
         """Serve until `stop()`: 0 then, 1 after an unexpected error (logged with traceback)."""
         self.server.start()
         self.notifier.start()
+        if self.retrainer is not None:
+            self.retrainer.start()
         log.info("consuming %s as group %s from %s", self.config.kafka.topic,
                  self.config.kafka.group_id, ",".join(self.config.kafka.bootstrap_servers))
         try:
@@ -122,6 +133,10 @@ class App:
                           "supervisor restarts it (uncommitted records are read again)")
             return 1
         finally:
+            if self.retrainer is not None:
+                self.retrainer.stop()
+            if self.history is not None:
+                self.history.close()
             if self.dead_letters is not None:
                 self.dead_letters.close()
             self.notifier.stop(STOP_TIMEOUT_SECONDS)

@@ -87,13 +87,18 @@ def validation_cut(config: Config, labelled: list[Labelled], first: int, last: i
     return cut
 
 
-def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str, Any]:
-    """Train, validate and save a model; returns the JSON summary."""
+def train(config: Config, history: Iterable[str | Path], out: Path,
+          until_ts: float | None = None, no_skill: bool = False) -> dict[str, Any]:
+    """Train, validate and save a model; returns the JSON summary.
+
+    `until_ts`: train on the samples before it only (the retrainer keeps a holdout after it).
+    `no_skill` zeroes every weight after training: a deliberately bad model (risk 0.5 for
+    every window), for tests of the retraining gate; never set it otherwise."""
     import keras
 
     started = time.monotonic()
     cfg = config.training
-    series, stats = read_series(list(history), config)
+    series, stats = read_series(list(history), config, until_ts)
     labelled = [label(s, config) for s in series.values()]
     windows = labelled_windows(labelled, config)
     first, last = int(windows.ts.min()), int(windows.ts.max())
@@ -139,6 +144,8 @@ def train(config: Config, history: Iterable[str | Path], out: Path) -> dict[str,
             restore_best_weights=True)],
         shuffle=True, verbose=2)
 
+    if no_skill:
+        model.set_weights([np.zeros_like(w) for w in model.get_weights()])
     scorer = Scorer(model, scaler, config)
     val_risk = scorer.score_prepared(x_val)
     operating_threshold, validation = choose_threshold(config, windows, val_rows, val_risk)
