@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import shutil
 import sys
 import threading
@@ -39,7 +40,7 @@ from sentinel.buckets import Bucket
 from sentinel.cli import main
 from sentinel.config import Config, parse_config
 from sentinel.daemon import Daemon
-from sentinel.errors import ModelError
+from sentinel.errors import ConfigError, ModelError
 from sentinel.features import tracked_metrics
 from sentinel.health import HealthState
 from sentinel.history import read_series, series_from_buckets
@@ -498,6 +499,7 @@ def retrain_config(tmp_path: Path, trained, **retrain) -> tuple[Path, Config]:
                        "validation_fraction": 0.2}
     raw["retrain"] = {"enabled": True, "schedule": "interval 1h", "min_history": "6h",
                       "holdout": "3h", "margin": 0.0, **retrain}
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / "sentinel.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, parse_config(raw, str(path))
@@ -739,3 +741,49 @@ def test_a_running_daemon_retrains_swaps_without_a_gap_and_serves_the_rollback(
             assert e["risk"] == pytest.approx(want[(e["service"], e["event_ts"])], abs=1e-5)
     assert sorted(p.name for p in (tmp_path / "state" / "history").iterdir())[0] == \
         f"20251124T00-{daemon.app.history.replica}.jsonl"
+
+
+def test_without_a_model_the_first_training_starts_once_the_history_suffices(trained, tmp_path,
+                                                                            recorded_history):
+    _, config = retrain_config(tmp_path, trained, min_history="9h")
+    retrainer, _ = retrainer_for(config, recorded_history)
+    runs: list[str] = []
+    retrainer.run_once = lambda: runs.append("run") or "failed"  # type: ignore[method-assign]
+
+    retrainer._cold_start()
+    assert runs == ["run"]  # 10 h of history >= 9 h, no model: no need to wait for the schedule
+    retrainer._cold_start()
+    assert runs == ["run"]  # a failed first training is retried later, not every minute
+
+    _, short = retrain_config(tmp_path / "short", trained, min_history="11h")
+    waiting, _ = retrainer_for(short, recorded_history)
+    waiting.run_once = lambda: runs.append("early") or "failed"  # type: ignore[method-assign]
+    waiting._cold_start()
+    assert runs == ["run"]
+
+
+@pytest.mark.parametrize(("section", "value", "message"), [
+    ("retrain", {"schedule": "every day"}, "retrain.schedule"),
+    ("retrain", {"schedule": "interval 0s"}, "retrain.schedule"),
+    ("retrain", {"schedule": "0 */6 * *"}, "a cron string has 5 fields"),
+    ("retrain", {"holdout": "2d"}, "retrain.holdout"),
+    ("retrain", {"metric": "f1"}, "retrain.metric"),
+    ("retrain", {"margin": 2}, "retrain.margin"),
+    ("history", {"max_bytes": "lots"}, "history.max_bytes"),
+    ("model", {"path": "m", "keep_versions": 0}, "model.keep_versions"),
+])
+def test_retraining_config_errors_name_the_key(section, value, message):
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    raw[section] = value
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(raw)
+
+
+def test_retraining_needs_the_history_store():
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    raw["history"], raw["retrain"] = {"enabled": False}, {"enabled": True}
+    with pytest.raises(ConfigError, match=r"retrain\.enabled"):
+        parse_config(raw)
+    raw["history"] = {"max_bytes": "512MiB", "retention": "2d"}
+    config = parse_config(raw)
+    assert (config.history.max_bytes, config.history.retention_seconds) == (512 << 20, 172800)
