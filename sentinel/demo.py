@@ -22,6 +22,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from sentinel.localbroker import TansuBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / "var" / "demo"
+DEMO_EPOCHS = 6
 LEAD_IN_SECONDS = 20 * 60  # stream from this long before the first failure (a window is 10 min)
 
 
@@ -73,12 +75,14 @@ def ensure_model(config_path: Path, model_dir: Path) -> None:
     from sentinel.simulate import simulate, write_jsonl
     from sentinel.train import train
 
-    say(f"no model in {model_dir}: simulating 6 services x 3 days and training a first one "
-        "(a short run, a minute or two)")
+    say(f"no model in {model_dir}: simulating 6 services x 2 days and training a first, short "
+        f"demo model ({DEMO_EPOCHS} epochs at most, about a minute; `sentinel train` makes a "
+        "better one)")
     config = load_config(config_path)
+    config = replace(config, training=replace(config.training, epochs=DEMO_EPOCHS))
     with tempfile.TemporaryDirectory() as tmp:
         history = Path(tmp) / "history.jsonl"
-        write_jsonl(simulate(6, 3, seed=11).samples, history)
+        write_jsonl(simulate(6, 2, seed=11).samples, history)
         summary = train(config, [history], model_dir)
     say(f"model {summary['version']} trained in {summary['seconds']} s; "
         f"validation: {json.dumps(summary['validation'])}")
