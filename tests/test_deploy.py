@@ -430,7 +430,8 @@ class NotifyListener:
     def _read(self) -> None:
         while not self._closed.is_set():
             try:
-                self.messages.append((time.monotonic(), self.sock.recv(4096).decode()))
+                message = self.sock.recv(4096).decode()  # stamp on arrival, not before the wait
+                self.messages.append((time.monotonic(), message))
             except TimeoutError:
                 continue
             except OSError:
