@@ -65,6 +65,16 @@ def train_small_model(out: Path) -> float:
     return round(float(np.quantile(risks, 0.9)), 4)
 
 
+class Clock:
+    """A clock the test moves by hand (`clock.now += 5`): tests never sleep to pass time."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def wait_until(condition: Callable[[], object], timeout_seconds: float,
                what: Callable[[], str] | str = "the condition", every_seconds: float = 0.05):
     """The condition's first truthy value; AssertionError naming `what` after the timeout."""

@@ -23,6 +23,7 @@ import pytest
 from broker import TansuBroker
 from daemon_kit import (
     STREAM,
+    Clock,
     DaemonProcess,
     Expected,
     InProcessDaemon,
@@ -557,14 +558,6 @@ class FakeDeadLetters:
 
     def flush(self) -> bool:
         return self.acknowledged
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

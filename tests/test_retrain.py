@@ -25,6 +25,7 @@ import yaml
 from daemon_kit import (
     BASE_CONFIG,
     STREAM,
+    Clock,
     InProcessDaemon,
     expected,
     keyed,
@@ -223,14 +224,6 @@ class NullNotifier:
 
     def forget(self, services) -> None:
         pass
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
