@@ -54,6 +54,11 @@ def _check_config(args: argparse.Namespace) -> int:
     from sentinel.config import load_config
 
     config = load_config(args.config)
+    if args.dump:
+        from sentinel.config import dump_config
+
+        print(dump_config(config), end="")
+        return 0
     print(f"{args.config}: OK (step {config.step_seconds}s, window {config.window_steps} steps, "
           f"horizon {config.horizon_steps} steps, features {', '.join(config.feature_names)})")
     return 0
@@ -165,6 +170,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-config", help="validate a config and explain errors")
     p.add_argument("config")
+    p.add_argument("--dump", action="store_true",
+                   help="print the effective config as YAML (secrets are never in it)")
     p.set_defaults(handler=_check_config)
 
     p = sub.add_parser("simulate", help="deterministic flash-sale traffic with failures")

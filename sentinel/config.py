@@ -5,6 +5,9 @@
     30
 
 Every error is a :class:`ConfigError` naming the key, the bad value and what is expected.
+Secrets are never config values: a config names the file or environment variable that holds
+one (`*_file` / `*_env`, read at start-up by sentinel.secrets), so a config can be printed
+(`sentinel check-config --dump`) and logged as it is.
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from urllib.parse import urlsplit
 import yaml
 
 from sentinel.errors import ConfigError
+from sentinel.secrets import SecretSource, env_name, mask_url
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
 Transform = Literal["none", "log1p", "log"]
 Center = Literal["none", "window"]
 RetrainMetric = Literal["pr_auc", "early_recall"]
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
 @dataclass(frozen=True)
@@ -59,11 +65,26 @@ class FailureRule:
 
 
 @dataclass(frozen=True)
+class BasicAuthConfig:
+    """HTTP basic auth; the password comes from a file or an environment variable."""
+
+    username: str
+    password_file: str | None = None
+    password_env: str | None = None
+
+    @property
+    def password(self) -> SecretSource:
+        return SecretSource(self.password_file, self.password_env)
+
+
+@dataclass(frozen=True)
 class WebhookConfig:
     url: str
     timeout_seconds: float = 5.0
     secret_file: str | None = None
     secret_env: str | None = None
+    basic_auth: BasicAuthConfig | None = None
+    ca_file: str | None = None  # PEM CA bundle that verifies an https:// receiver (default: system CAs)
 
 
 @dataclass(frozen=True)
@@ -86,6 +107,8 @@ class AlertmanagerConfig:
     resend_interval_seconds: float = 60.0
     timeout_seconds: float = 5.0
     watchdog: bool = True  # keep a SentinelWatchdog alert firing: a dead man's switch
+    basic_auth: BasicAuthConfig | None = None
+    ca_file: str | None = None
 
 
 RESOLVE_RATIO = 0.6
@@ -134,6 +157,28 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class KafkaSslConfig:
+    """TLS to the brokers; the server certificate and host name are always verified."""
+
+    ca_file: str | None = None  # PEM CA bundle (default: the system CAs)
+    cert_file: str | None = None  # client certificate (mutual TLS), with key_file
+    key_file: str | None = None  # its unencrypted private key: keep it mode 0600
+    check_hostname: bool = True
+
+
+@dataclass(frozen=True)
+class KafkaSaslConfig:
+    mechanism: SaslMechanism
+    username: str
+    password_file: str | None = None
+    password_env: str | None = None
+
+    @property
+    def password(self) -> SecretSource:
+        return SecretSource(self.password_file, self.password_env)
+
+
+@dataclass(frozen=True)
 class KafkaConfig:
     bootstrap_servers: tuple[str, ...] = ("127.0.0.1:9092",)
     topic: str = "sentinel.metrics"
@@ -146,6 +191,9 @@ class KafkaConfig:
     poll_timeout_seconds: float = 1.0
     session_timeout_seconds: float = 30.0
     max_poll_interval_seconds: float = 300.0
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    ssl: KafkaSslConfig | None = None  # used with SSL and SASL_SSL
+    sasl: KafkaSaslConfig | None = None  # required with SASL_PLAINTEXT and SASL_SSL
 
 
 @dataclass(frozen=True)
@@ -195,8 +243,23 @@ class RetrainConfig:
 
 
 @dataclass(frozen=True)
+class ServerTlsConfig:
+    cert_file: str  # PEM certificate (chain) the listener presents
+    key_file: str  # its unencrypted private key
+
+
+@dataclass(frozen=True)
+class MetricsAuthConfig(BasicAuthConfig):
+    # /healthz and /readyz stay open by default: kubelet probes cannot read a Secret for a
+    # header, and the probes reveal no metric values
+    open_probes: bool = True
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
-    listen: str = "127.0.0.1:9108"
+    listen: str = "127.0.0.1:9108"  # loopback unless told otherwise
+    tls: ServerTlsConfig | None = None
+    basic_auth: MetricsAuthConfig | None = None
 
     @property
     def host(self) -> str:
@@ -419,6 +482,9 @@ def _url(value: object, key: str) -> str:
     if isinstance(value, str):
         try:  # .port raises ValueError on a port that is not a number in range
             parts = urlsplit(value)
+            if parts.username is not None or parts.password is not None:
+                raise ConfigError(key, mask_url(value), "a URL without credentials in it: put "
+                                  "them in basic_auth, with password_file or password_env")
             if parts.scheme in ("http", "https") and parts.hostname and parts.port != 0:
                 return value
         except ValueError:
@@ -463,7 +529,30 @@ _FEATURE: Spec = {"name": _text, "transform": _choice(Transform), "center": _cho
 _feature = _section(FeatureSpec, _FEATURE, ("name",))
 _CONDITION: Spec = {"metric": _text, "op": _choice(Op), "value": _number("a number")}
 _condition = _section(Condition, _CONDITION, tuple(_CONDITION))
-_WEBHOOK: Spec = {"url": _url, "timeout": _duration(), "secret_file": _text, "secret_env": _text}
+def _one_source(file: str | None, env: str | None, key: str, stem: str) -> None:
+    """Exactly one of `<stem>_file` and `<stem>_env` is set."""
+    if file is not None and env is not None:
+        raise ConfigError(_join(key, f"{stem}_env"), env,
+                          f"no value when {stem}_file is set: the secret comes from one of them")
+    if file is None and env is None:
+        raise ConfigError(_join(key, f"{stem}_file"), None, f"a file holding the {stem} (or "
+                          f"{stem}_env: an environment variable holding it); never the value itself")
+
+
+def _with_password(cls: type[T], spec: Spec) -> Reader:
+    """A section with a username and a password from `password_file` or `password_env`."""
+    def read(value: object, key: str) -> T:
+        section = _build(cls, value, key, spec, ("username",))
+        _one_source(section.password_file, section.password_env, key, "password")  # type: ignore[attr-defined]
+        return section
+
+    return read
+
+
+_BASIC_AUTH: Spec = {"username": _text, "password_file": _text, "password_env": env_name}
+_basic_auth = _with_password(BasicAuthConfig, _BASIC_AUTH)
+_WEBHOOK: Spec = {"url": _url, "timeout": _duration(), "secret_file": _text, "secret_env": env_name,
+                  "basic_auth": _basic_auth, "ca_file": _text}
 _webhook_fields = _section(WebhookConfig, _WEBHOOK, ("url",))
 
 
@@ -500,6 +589,8 @@ _ALERTMANAGER: Spec = {
     "resend_interval": _duration(),
     "timeout": _duration(),
     "watchdog": _flag,
+    "basic_auth": _basic_auth,
+    "ca_file": _text,
 }
 _ALERTING: Spec = {
     "threshold": _auto_or(_FRACTION),
@@ -542,7 +633,35 @@ _KAFKA: Spec = {
     "poll_timeout": _duration(),
     "session_timeout": _duration(),
     "max_poll_interval": _duration(),
+    "security_protocol": _choice(SecurityProtocol),
+    "ssl": lambda value, key: _kafka_ssl(value, key),
+    "sasl": _with_password(KafkaSaslConfig, {**_BASIC_AUTH, "mechanism": _choice(SaslMechanism)}),
 }
+
+
+def _kafka_ssl(value: object, key: str) -> KafkaSslConfig:
+    spec: Spec = {"ca_file": _text, "cert_file": _text, "key_file": _text, "check_hostname": _flag}
+    ssl = _build(KafkaSslConfig, value, key, spec)
+    if (ssl.cert_file is None) != (ssl.key_file is None):
+        missing = "key_file" if ssl.key_file is None else "cert_file"
+        raise ConfigError(_join(key, missing), None,
+                          "a value: a client certificate needs both cert_file and key_file")
+    return ssl
+
+
+def _kafka(value: object, key: str) -> KafkaConfig:
+    kafka = _build(KafkaConfig, value, key, _KAFKA)
+    protocol = kafka.security_protocol
+    if protocol.startswith("SASL_") and kafka.sasl is None:
+        raise ConfigError(_join(key, "sasl"), None,
+                          f"a sasl section (mechanism, username, password_file) with {protocol}")
+    if kafka.sasl is not None and not protocol.startswith("SASL_"):
+        raise ConfigError(_join(key, "security_protocol"), protocol,
+                          "SASL_SSL (or SASL_PLAINTEXT) when a sasl section is given")
+    if kafka.ssl is not None and not protocol.endswith("SSL"):
+        raise ConfigError(_join(key, "security_protocol"), protocol,
+                          "SSL or SASL_SSL when an ssl section is given")
+    return kafka
 _BYTES_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?)\s*(|[KMGT]i?B)")
 _BYTE_UNITS = {"": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
                "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
@@ -610,10 +729,36 @@ _TOP: Spec = {
     "alerting": _alerting,
     "training": _section(TrainingConfig, _TRAINING),
     "stream": _section(StreamConfig, _STREAM),
-    "kafka": _section(KafkaConfig, _KAFKA),
+    "kafka": _kafka,
     "model": _section(ModelConfig, _MODEL),
-    "metrics": _section(MetricsConfig, {"listen": _host_port}),
+    "metrics": _section(MetricsConfig, {
+        "listen": _host_port,
+        "tls": _section(ServerTlsConfig, {"cert_file": _text, "key_file": _text},
+                        ("cert_file", "key_file")),
+        "basic_auth": _with_password(MetricsAuthConfig, {**_BASIC_AUTH, "open_probes": _flag}),
+    }),
     "state": _section(StateConfig, {"dir": _text}),
     "history": _section(HistoryConfig, _HISTORY),
     "retrain": _retrain,
 }
+
+
+def dump_config(config: Config) -> str:
+    """The effective config as YAML, field names as parsed (durations in `*_seconds`).
+
+    Secrets are not in a config (only where they come from), and a password in a URL is
+    refused; URLs are masked all the same, so a dump is safe to paste into an issue.
+    """
+    from dataclasses import asdict
+
+    def clean(node: object) -> object:
+        if isinstance(node, dict):
+            return {k: clean(v) for k, v in node.items()}
+        if isinstance(node, list | tuple):
+            return [clean(v) for v in node]
+        if isinstance(node, str) and "://" in node:
+            return mask_url(node)
+        return node
+
+    document = clean(asdict(config))
+    return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)

@@ -15,12 +15,21 @@
 
 Both answer JSON. The main loop writes the state; HTTP threads only read it, under a lock,
 so a request never touches Kafka or the model.
+
+With `metrics.tls` the listener speaks HTTPS only; with `metrics.basic_auth` /metrics (and,
+unless `open_probes`, the probes) answer 401 without the right credentials. The TLS
+handshake runs on the request's own thread, so a client that connects and stalls holds one
+thread for at most REQUEST_TIMEOUT_SECONDS, never the accept loop.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +37,37 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from sentinel.config import MetricsConfig
 from sentinel.errors import SentinelError
+from sentinel.secrets import Secret, read_secret
+from sentinel.tls import server_context
 
 log = logging.getLogger(__name__)
 
 READY_CHECKS = ("model", "partitions", "broker")
+PROBES = ("/healthz", "/readyz")
+REQUEST_TIMEOUT_SECONDS = 10.0  # a client silent this long (TLS handshake included) is dropped
+
+
+class BasicAuth:
+    """The one username and password /metrics accepts; compared in constant time."""
+
+    def __init__(self, username: str, password: Secret, open_probes: bool = True) -> None:
+        self._expected = f"{username}:{password.reveal()}".encode()
+        self.open_probes = open_probes
+
+    def allows(self, authorization: str | None) -> bool:
+        scheme, _, encoded = (authorization or "").partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self._expected)
+
+    def __repr__(self) -> str:
+        return f"BasicAuth(open_probes={self.open_probes})"
 
 
 class HealthState:
@@ -88,25 +123,46 @@ class HealthState:
 class HealthServer:
     """Serves the registry and the probes; `start()` returns once the port is bound."""
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, state: HealthState
-                 ) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, state: HealthState,
+                 tls: ssl.SSLContext | None = None, auth: BasicAuth | None = None) -> None:
         self.host, self.port = host, port
         self.registry, self.state = registry, state
+        self.tls, self.auth = tls, auth
         self._server: ThreadingHTTPServer | None = None
+
+    @classmethod
+    def from_config(cls, config: MetricsConfig, registry: CollectorRegistry, state: HealthState
+                    ) -> HealthServer:
+        """Loads the certificate and the password now: ConfigError when they are unusable."""
+        tls = auth = None
+        if config.tls is not None:
+            tls = server_context("metrics.tls", config.tls.cert_file, config.tls.key_file)
+        if config.basic_auth is not None:
+            password = read_secret(config.basic_auth.password, "metrics.basic_auth")
+            auth = BasicAuth(config.basic_auth.username, password, config.basic_auth.open_probes)
+        return cls(config.host, config.port, registry, state, tls, auth)
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls else "http"
 
     def start(self) -> HealthServer:
         """Raises SentinelError when the address cannot be bound (in use, bad host)."""
-        handler = _handler(self.registry, self.state)
+        handler = _handler(self.registry, self.state, self.auth, self.tls is not None)
         try:
             self._server = ThreadingHTTPServer((self.host.strip("[]"), self.port), handler)
         except OSError as exc:
             raise SentinelError(f"cannot serve /metrics on {self.host}:{self.port}: {exc}; "
                                 f"change metrics.listen") from exc
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True,
+                                                       do_handshake_on_connect=False)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, args=(0.2,), daemon=True,
                          name="sentinel-http").start()
-        log.info("serving /metrics, /healthz and /readyz on %s:%d", self.host, self.port)
+        log.info("serving /metrics, /healthz and /readyz on %s://%s:%d (%s)", self.scheme,
+                 self.host, self.port, _auth_words(self.auth))
         return self
 
     def stop(self) -> None:
@@ -116,10 +172,43 @@ class HealthServer:
             self._server = None
 
 
-def _handler(registry: CollectorRegistry, state: HealthState) -> type[BaseHTTPRequestHandler]:
+def _auth_words(auth: BasicAuth | None) -> str:
+    if auth is None:
+        return "no authentication"
+    return "basic auth on /metrics" + ("" if auth.open_probes else " and the probes")
+
+
+def _handler(registry: CollectorRegistry, state: HealthState, auth: BasicAuth | None,
+             tls: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = REQUEST_TIMEOUT_SECONDS
+
+        def setup(self) -> None:
+            super().setup()  # sets the timeout on the socket, then the handshake may block
+            if tls:
+                try:
+                    self.request.do_handshake()
+                except (OSError, ssl.SSLError) as exc:  # plain HTTP, bad client, timeout
+                    log.debug("TLS handshake with %s failed: %s", self.client_address[0], exc)
+                    self.close_connection = True
+                    self._failed = True
+
+        def handle(self) -> None:
+            if not getattr(self, "_failed", False):
+                super().handle()
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
+            protected = auth is not None and not (auth.open_probes and path in PROBES)
+            if protected and not auth.allows(self.headers.get("Authorization")):  # type: ignore[union-attr]
+                body = b'{"error": "authentication required"}'
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="sentinel", charset="UTF-8"')
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if path == "/metrics":
                 self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):

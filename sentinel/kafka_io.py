@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +36,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from sentinel.config import KafkaConfig
 from sentinel.errors import SentinelError
+from sentinel.secrets import read_secret
+from sentinel.tls import client_context
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +48,27 @@ DETAIL_MAX_CHARS = 500
 
 class KafkaUnavailable(SentinelError):
     """The broker cannot be reached or refused a request; the daemon retries."""
+
+
+def client_security(config: KafkaConfig) -> dict[str, Any]:
+    """kafka-python keyword arguments for `config.security_protocol` (empty for PLAINTEXT).
+
+    Builds the TLS context and reads the SASL password now, so a missing file or variable is
+    a ConfigError at start-up. The result holds the password: hand it to kafka-python only,
+    never log it.
+    """
+    protocol = config.security_protocol
+    options: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.endswith("SSL"):
+        ssl = config.ssl
+        options["ssl_context"] = client_context(
+            "kafka.ssl", ssl.ca_file, ssl.cert_file, ssl.key_file, ssl.check_hostname
+        ) if ssl else client_context("kafka.ssl")
+    if config.sasl is not None:
+        options.update(sasl_mechanism=config.sasl.mechanism,
+                       sasl_plain_username=config.sasl.username,
+                       sasl_plain_password=read_secret(config.sasl.password, "kafka.sasl").reveal())
+    return options
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +93,9 @@ class KafkaSource:
     """
 
     def __init__(self, config: KafkaConfig, on_revoked: Callable[[list[int]], None],
-                 on_assigned: Callable[[list[int]], None], auto_offset_reset: str = "earliest"
-                 ) -> None:
+                 on_assigned: Callable[[list[int]], None], auto_offset_reset: str = "earliest",
+                 security: Mapping[str, Any] | None = None) -> None:
+        """`security`: `client_security(config)` (computed here when None)."""
         self.config = config
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
@@ -89,7 +113,8 @@ class KafkaSource:
                 heartbeat_interval_ms=max(100, session_ms // 3),
                 max_poll_interval_ms=int(config.max_poll_interval_seconds * 1000),
                 client_id=f"sentinel-{config.group_id}",
-                bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000))
+                bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
+                **(client_security(config) if security is None else security))
             self._consumer.subscribe(topics=[config.topic], listener=_Listener(self))
         except KafkaError as exc:
             raise KafkaUnavailable(f"cannot set up a Kafka consumer for "
@@ -248,8 +273,11 @@ class DeadLetters:
     offsets of rejected messages only after their letters are safe.
     """
 
-    def __init__(self, bootstrap_servers: tuple[str, ...], topic: str, source_topic: str) -> None:
+    def __init__(self, bootstrap_servers: tuple[str, ...], topic: str, source_topic: str,
+                 security: Mapping[str, Any] | None = None) -> None:
+        """`security`: kafka-python's TLS/SASL arguments, `client_security(config)`."""
         self.bootstrap_servers, self.topic, self.source_topic = bootstrap_servers, topic, source_topic
+        self._security = dict(security or {})
         self._pending: list[_Letter] = []
         self._producer: KafkaProducer | None = None  # made on first use: the broker may be down
 
@@ -274,7 +302,8 @@ class DeadLetters:
                 self._producer = KafkaProducer(
                     bootstrap_servers=list(self.bootstrap_servers), acks="all", linger_ms=20,
                     bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
-                    max_block_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000))  # bounds send() too
+                    max_block_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),  # bounds send() too
+                    **self._security)
             except KafkaError as exc:
                 log.warning("dead-letter producer for %s: %s", self.topic, exc)
                 return False

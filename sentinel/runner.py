@@ -33,7 +33,7 @@ from sentinel.daemon import Daemon
 from sentinel.health import HealthServer, HealthState
 from sentinel.history_store import HistoryStore
 from sentinel.hotswap import ModelWatcher
-from sentinel.kafka_io import DeadLetters, KafkaSource
+from sentinel.kafka_io import DeadLetters, KafkaSource, client_security
 from sentinel.model import LoadedModel, load_model
 from sentinel.pipeline import Pipeline
 from sentinel.registry import ModelRegistry
@@ -98,15 +98,17 @@ class App:
         health.set_check("model", model is not None,
                          f"version {model.version} from {model.path}" if model else
                          f"no model at {config.model.path}: train one with `sentinel train`")
-        server = HealthServer(config.metrics.host, config.metrics.port, registry, health)
+        server = HealthServer.from_config(config.metrics, registry, health)
+        security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
         dead_letters = None
         if config.kafka.dead_letter_topic:
             dead_letters = DeadLetters(config.kafka.bootstrap_servers,
-                                       config.kafka.dead_letter_topic, config.kafka.topic)
+                                       config.kafka.dead_letter_topic, config.kafka.topic,
+                                       security)
 
         def connect(on_revoked: Callable[[list[int]], None],
                     on_assigned: Callable[[list[int]], None]) -> KafkaSource:
-            return KafkaSource(config.kafka, on_revoked, on_assigned)
+            return KafkaSource(config.kafka, on_revoked, on_assigned, security=security)
 
         models = ModelRegistry(config.model.path, config.model.keep_versions)
         watcher = ModelWatcher(models, config, model, registry)

@@ -10,6 +10,7 @@ Modules: `outbox` (the on-disk queue), `webhook` and `alertmanager` (what each s
 
 from sentinel.sinks.notifier import Notifier
 from sentinel.sinks.outbox import Delivery, Outbox, OutboxError
-from sentinel.sinks.transport import Post, TransportError, http_post
+from sentinel.sinks.transport import HttpTransport, Post, TransportError, http_post
 
-__all__ = ["Delivery", "Notifier", "Outbox", "OutboxError", "Post", "TransportError", "http_post"]
+__all__ = ["Delivery", "HttpTransport", "Notifier", "Outbox", "OutboxError", "Post", "TransportError",
+           "http_post"]

@@ -25,7 +25,15 @@ from pathlib import Path
 
 from sentinel.alerts import AlertTransition
 from sentinel.config import AlertmanagerConfig
-from sentinel.sinks.base import Request, alert_annotations, alert_labels, encode, rfc3339
+from sentinel.sinks.base import (
+    Request,
+    alert_annotations,
+    alert_labels,
+    basic_authorization,
+    encode,
+    rfc3339,
+    sink_tls_context,
+)
 from sentinel.sinks.outbox import (
     Delivery,
     Outbox,
@@ -45,8 +53,11 @@ class AlertmanagerSink:
 
     def __init__(self, config: AlertmanagerConfig, severity: str, outbox: Outbox,
                  started_ts: float, external_url: str = "") -> None:
-        """Re-loads the firing episodes; a corrupt file is moved aside by `outbox`."""
+        """Re-loads the firing episodes; a corrupt file is moved aside by `outbox`. Reads the
+        password and the CA now (ConfigError)."""
         self.url = config.url.rstrip("/") + "/api/v2/alerts"
+        self._authorization = basic_authorization(config.basic_auth, "alerting.alertmanager")
+        self.tls_context = sink_tls_context(config.url, config.ca_file, "alerting.alertmanager")
         self.timeout_seconds = config.timeout_seconds
         self.resend_interval_seconds: float | None = config.resend_interval_seconds
         self.watchdog = config.watchdog
@@ -117,7 +128,8 @@ class AlertmanagerSink:
                 "generatorURL": self.external_url}
 
     def _post(self, alerts: list[dict[str, object]]) -> Request:
-        return Request(self.url, encode(alerts), {"Content-Type": "application/json"})
+        return Request(self.url, encode(alerts),
+                       {"Content-Type": "application/json", **self._authorization})
 
 
 def _load_firing(path: Path, outbox: Outbox) -> dict[str, AlertTransition]:

@@ -6,14 +6,19 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import ssl
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from sentinel.alerts import AlertTransition
+from sentinel.config import BasicAuthConfig
+from sentinel.secrets import read_secret
 from sentinel.sinks.outbox import Delivery
+from sentinel.tls import client_context
 
 ALERTNAME = "SentinelFailureRisk"
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Alertmanager's endsAt of an alert that has not ended
@@ -25,7 +30,7 @@ class Request:
 
     url: str
     body: bytes
-    headers: Mapping[str, str]
+    headers: Mapping[str, str] = field(repr=False)  # may carry an Authorization header
 
 
 class Sink(Protocol):
@@ -35,6 +40,8 @@ class Sink(Protocol):
     """
 
     name: str
+    url: str  # where every request of this sink goes
+    tls_context: ssl.SSLContext | None  # verifies an https:// url (None: the system CAs)
     timeout_seconds: float
     resend_interval_seconds: float | None  # `resend` is called this often; None: never
 
@@ -87,3 +94,19 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
         description = (f"Sentinel's predicted failure risk for {service} fell below the "
                        f"resolve threshold at {at} (event time): risk {risk:.3f}.")
     return {"summary": summary, "description": description, "risk": f"{risk:.4f}"}
+
+
+def basic_authorization(config: BasicAuthConfig | None, key: str) -> dict[str, str]:
+    """The Authorization header for `config` (read now: ConfigError at start-up), or none."""
+    if config is None:
+        return {}
+    password = read_secret(config.password, f"{key}.basic_auth").reveal()
+    token = base64.b64encode(f"{config.username}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def sink_tls_context(url: str, ca_file: str | None, key: str) -> ssl.SSLContext | None:
+    """A verifying context trusting `ca_file`, for an https:// url; None means the system CAs."""
+    if ca_file is None or not url.startswith("https://"):
+        return None
+    return client_context(key, ca_file)

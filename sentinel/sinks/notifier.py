@@ -29,11 +29,12 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from sentinel.alerts import AlertTransition
 from sentinel.config import AlertingConfig
+from sentinel.secrets import mask_url
 from sentinel.sinks.alertmanager import AlertmanagerSink
 from sentinel.sinks.base import Request, Sink
 from sentinel.sinks.outbox import Delivery, Outbox
 from sentinel.sinks.retry import backoff_seconds, classify, retry_after_seconds
-from sentinel.sinks.transport import Post, TransportError, http_post
+from sentinel.sinks.transport import HttpTransport, Post, TransportError
 from sentinel.sinks.webhook import WebhookSink
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class Notifier:
         state_dir: str | Path,
         *,
         registry: CollectorRegistry = REGISTRY,
-        post: Post = http_post,
+        post: Post | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         wait: Wait = wait_event,
@@ -66,18 +67,20 @@ class Notifier:
     ) -> None:
         """Loads the outbox under `<state_dir>/outbox/` and the webhook secrets.
 
-        Raises ConfigError for a missing secret and OutboxError for an unusable directory.
+        Raises ConfigError for a missing secret or CA file and OutboxError for an unusable
+        directory. `post` defaults to real HTTP(S) with each sink's TLS context.
         `clock` is monotonic (deadlines, backoff); `wall_clock` is Unix time (ages, endsAt).
         """
         self.config = config
-        self.post, self.clock, self.wall_clock, self.wait, self.random = (
-            post, clock, wall_clock, wait, random)
+        self.clock, self.wall_clock, self.wait, self.random = clock, wall_clock, wait, random
         self.outbox = Outbox(Path(state_dir) / "outbox", config.delivery.max_pending)
         sinks: list[Sink] = [WebhookSink(i, webhook, config.severity, config.external_url)
                              for i, webhook in enumerate(config.webhooks)]
         if config.alertmanager is not None:
             sinks.append(AlertmanagerSink(config.alertmanager, config.severity, self.outbox,
                                           wall_clock(), config.external_url))
+        self.post = post or HttpTransport({sink.url: sink.tls_context for sink in sinks
+                                           if sink.tls_context is not None})
         self.metrics = _Metrics(registry, [sink.name for sink in sinks])
         self.metrics.pending.set_function(lambda: len(self.outbox))
         self.metrics.corrupt.inc(self.outbox.corrupt_total)
@@ -296,4 +299,8 @@ class _Worker:
                                                  self.sink.timeout_seconds)
         except TransportError as exc:
             return None, {}, str(exc)
+        if 300 <= status < 400:  # see sentinel.sinks.transport: never followed
+            location = next((v for k, v in headers.items() if k.lower() == "location"), "nowhere")
+            return status, headers, (f"HTTP {status} redirect to {mask_url(location)!r} not "
+                                     f"followed: configure the final URL")
         return status, headers, f"HTTP {status}"

@@ -3,16 +3,19 @@
     >>> status, headers = http_post("http://127.0.0.1:9000/alerts", b"{}",
     ...                             {"Content-Type": "application/json"}, timeout_seconds=5.0)
 
-Any `Post` callable will do for the Notifier; this is the real one. Redirects are not
-followed: re-POSTing an alert to a URL nobody configured is worse than rejecting it.
+Any `Post` callable will do for the Notifier; this is the real one. Redirects are never
+followed (a 3xx comes back as it is, and the Notifier rejects it): re-POSTing an alert, with
+its signature and credentials, to a URL nobody configured is worse than not delivering it.
+https:// always verifies the certificate and the host name, against the system CAs or, per
+URL, a context made from the sink's `ca_file` (`HttpTransport`).
 """
 
 from __future__ import annotations
 
-import base64
+import ssl
 from collections.abc import Callable, Mapping
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from sentinel.errors import SentinelError
 
@@ -27,22 +30,37 @@ class TransportError(SentinelError):
     """No HTTP response: connection refused or reset, timed out, TLS failure."""
 
 
-def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_seconds: float
-              ) -> tuple[int, dict[str, str]]:
+class HttpTransport:
+    """A `Post` with a TLS context per URL (a sink's own CA); other https URLs use the system CAs.
+
+    >>> post = HttpTransport({"https://hooks.internal/alerts": client_context(...)})
+    """
+
+    def __init__(self, contexts: Mapping[str, ssl.SSLContext] | None = None) -> None:
+        self._contexts = dict(contexts or {})
+
+    def __call__(self, url: str, body: bytes, headers: Mapping[str, str], timeout_seconds: float
+                 ) -> tuple[int, dict[str, str]]:
+        return http_post(url, body, headers, timeout_seconds, self._contexts.get(url))
+
+
+def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_seconds: float,
+              context: ssl.SSLContext | None = None) -> tuple[int, dict[str, str]]:
     """POST `body`; the response headers come back with lower-case names.
 
-    `timeout_seconds` bounds connecting and each wait for the receiver's bytes.
+    `timeout_seconds` bounds connecting and each wait for the receiver's bytes. `context`
+    verifies an https:// receiver (default: the system CAs, host name checked).
     """
     parts = urlsplit(url)
-    connection_type = HTTPSConnection if parts.scheme == "https" else HTTPConnection
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {**headers, "User-Agent": "sentinel"}
-    if parts.username is not None:  # http://user:password@host/ as Basic auth
-        credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
     connection = None
     try:
-        connection = connection_type(parts.hostname or "", parts.port, timeout=timeout_seconds)
+        if parts.scheme == "https":
+            connection = HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout_seconds,
+                                         context=context or ssl.create_default_context())
+        else:
+            connection = HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_seconds)
         connection.request("POST", target, body=body, headers=headers)
         response = connection.getresponse()
         response.read(_MAX_RESPONSE_BYTES)

@@ -22,14 +22,17 @@ from collections.abc import Collection
 from sentinel.alerts import AlertTransition
 from sentinel.config import WebhookConfig
 from sentinel.errors import ConfigError
+from sentinel.secrets import env_name
 from sentinel.sinks.base import (
     ALERTNAME,
     ZERO_TIME,
     Request,
     alert_annotations,
     alert_labels,
+    basic_authorization,
     encode,
     rfc3339,
+    sink_tls_context,
 )
 from sentinel.sinks.outbox import Delivery
 
@@ -39,13 +42,17 @@ class WebhookSink:
 
     def __init__(self, index: int, config: WebhookConfig, severity: str,
                  external_url: str = "") -> None:
-        """Reads the signing secret now, so a missing one stops start-up (ConfigError)."""
+        """Reads the signing secret, the password and the CA now, so a missing one stops
+        start-up (ConfigError)."""
+        key = f"alerting.webhooks[{index}]"
         self.name = f"webhook{index}"
         self.url = config.url
         self.timeout_seconds = config.timeout_seconds
         self.severity = severity
         self.external_url = external_url
-        self._secret = load_secret(config, f"alerting.webhooks[{index}]")
+        self._secret = load_secret(config, key)
+        self._authorization = basic_authorization(config.basic_auth, key)
+        self.tls_context = sink_tls_context(config.url, config.ca_file, key)
 
     def record(self, transition: AlertTransition) -> None:
         pass
@@ -56,7 +63,8 @@ class WebhookSink:
     def request(self, delivery: Delivery, now_ts: float) -> Request:
         transition = delivery.transition
         body = encode(webhook_body(transition, self.severity, self.external_url))
-        return Request(self.url, body, webhook_headers(transition, body, self._secret))
+        headers = {**webhook_headers(transition, body, self._secret), **self._authorization}
+        return Request(self.url, body, headers)
 
     def resend(self, now_ts: float) -> Request | None:
         return None
@@ -125,7 +133,7 @@ def load_secret(config: WebhookConfig, key: str) -> bytes | None:
                               "a file holding a non-empty signing secret, not an empty one")
         return secret
     if config.secret_env is not None:
-        secret = os.environ.get(config.secret_env, "").strip().encode()
+        secret = os.environ.get(env_name(config.secret_env, f"{key}.secret_env"), "").strip().encode()
         if not secret:
             raise ConfigError(f"{key}.secret_env", config.secret_env,
                               "the name of a set, non-empty environment variable holding the "
