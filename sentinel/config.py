@@ -480,15 +480,16 @@ def _servers(value: object, key: str) -> tuple[str, ...]:
 
 def _url(value: object, key: str) -> str:
     if isinstance(value, str):
+        if "@" in value.partition("://")[2].partition("/")[0] or "@" in urlsplit(value).netloc:
+            raise ConfigError(key, mask_url(value), "a URL without credentials in it: put "
+                              "them in basic_auth, with password_file or password_env")
         try:  # .port raises ValueError on a port that is not a number in range
             parts = urlsplit(value)
-            if parts.username is not None or parts.password is not None:
-                raise ConfigError(key, mask_url(value), "a URL without credentials in it: put "
-                                  "them in basic_auth, with password_file or password_env")
             if parts.scheme in ("http", "https") and parts.hostname and parts.port != 0:
                 return value
         except ValueError:
             pass
+        value = mask_url(value)  # an unparsable URL may hold a password with odd characters
     raise ConfigError(key, value, "an http:// or https:// URL with a host")
 
 

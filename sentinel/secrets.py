@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 from sentinel.errors import ConfigError
 
@@ -96,12 +95,13 @@ def env_name(value: object, key: str) -> str:
 
 
 def mask_url(url: str) -> str:
-    """`url` with any password in it replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        host = parts.netloc.rsplit("@", 1)[1]
-        return urlunsplit(parts._replace(netloc=f"{parts.username}:{MASK}@{host}"))
-    except ValueError:
-        return MASK
+    """`url` with everything between the scheme and the last ``@`` masked but the user name.
+
+    Deliberately cruder than a URL parser: a password holding ``#``, ``/`` or ``@`` confuses
+    parsers, and an over-masked URL costs nothing.
+    """
+    scheme, separator, rest = url.partition("://")
+    if "@" not in rest:
+        return url
+    userinfo, _, host = rest.rpartition("@")
+    return f"{scheme}{separator}{userinfo.split(':', 1)[0]}:{MASK}@{host}"

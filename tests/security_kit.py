@@ -1,0 +1,220 @@
+"""Real TLS on loopback for the security tests: a throwaway CA, an HTTPS receiver, and a
+TLS-terminating TCP proxy that puts TLS in front of the Tansu broker (which speaks only
+plain TCP).
+
+    >>> pki = Pki.create(tmp_path)                  # CA + a cert for 127.0.0.1 / localhost
+    >>> receiver = HttpsReceiver(pki).start()        # records POSTs, answers from a script
+    >>> with TlsBroker(pki, tmp_path) as broker:     # clients must speak TLS to broker.bootstrap
+    ...     ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import trustme
+from broker import free_port, tansu_binary
+
+from sentinel.localbroker import TansuBroker
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    other_ca_file: Path  # a CA that signed nothing here: verification against it must fail
+
+    @classmethod
+    def create(cls, directory: Path, *names: str) -> Pki:
+        ca, other = trustme.CA(), trustme.CA()
+        cert = ca.issue_cert(*(names or ("127.0.0.1", "localhost")))
+        pki = cls(directory / "ca.pem", directory / "server.pem", directory / "server.key",
+                  directory / "other-ca.pem")
+        ca.cert_pem.write_to_path(str(pki.ca_file))
+        other.cert_pem.write_to_path(str(pki.other_ca_file))
+        cert.private_key_pem.write_to_path(str(pki.key_file))
+        with pki.cert_file.open("wb") as out:
+            for blob in cert.cert_chain_pems:
+                out.write(blob.bytes())
+        return pki
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.ca_file))
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Got:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> object:
+        return json.loads(self.body)
+
+
+class HttpsReceiver:
+    """Records every POST; HTTPS when given a Pki, plain HTTP otherwise."""
+
+    def __init__(self, pki: Pki | None = None) -> None:
+        self.pki = pki
+        self.default = Reply()
+        self.received: list[Got] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.pki else 'http'}://127.0.0.1:{self.port}/alerts"
+
+    def start(self) -> HttpsReceiver:
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with receiver._lock:
+                    receiver.received.append(Got(self.path, dict(self.headers), body))
+                reply = receiver.default
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: object, client_address: object) -> None:
+                pass  # failed TLS handshakes are what some tests are about
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        if self.pki is not None:
+            self._server.socket = self.pki.server_context().wrap_socket(
+                self._server.socket, server_side=True)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+
+
+class TlsProxy:
+    """Accepts TLS on `port`, forwards the plaintext to `upstream_port`, both ways."""
+
+    def __init__(self, context: ssl.SSLContext, port: int, upstream_port: int) -> None:
+        self.context, self.port, self.upstream_port = context, port, upstream_port
+        self.handshakes = 0  # completed TLS handshakes: proof that clients spoke TLS
+        self.failed_handshakes = 0
+        self._listener = socket.create_server(("127.0.0.1", port))
+        self._closed = threading.Event()
+
+    def start(self) -> TlsProxy:
+        threading.Thread(target=self._accept, daemon=True, name="tls-proxy").start()
+        return self
+
+    def _accept(self) -> None:
+        while not self._closed.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        try:
+            client.settimeout(10)
+            secure = self.context.wrap_socket(client, server_side=True)
+            secure.settimeout(None)
+        except (OSError, ssl.SSLError):
+            self.failed_handshakes += 1
+            client.close()
+            return
+        self.handshakes += 1
+        try:
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
+            upstream.settimeout(None)
+        except OSError:
+            secure.close()
+            return
+        threading.Thread(target=_pump, args=(upstream, secure), daemon=True).start()
+        _pump(secure, upstream)
+
+    def stop(self) -> None:
+        self._closed.set()
+        self._listener.close()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except (OSError, ssl.SSLError):
+        pass
+    finally:
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+class TlsBroker(TansuBroker):
+    """Tansu on a private plain port, advertising the TLS proxy's port: every client that
+    follows the metadata must come back through TLS."""
+
+    def __init__(self, pki: Pki, log_dir: Path) -> None:
+        super().__init__(log_dir=log_dir)
+        self.pki = pki
+        self.tls_port = free_port()
+        self.proxy = TlsProxy(pki.server_context(), self.tls_port, self.port).start()
+
+    @property
+    def tls_bootstrap(self) -> str:
+        return f"127.0.0.1:{self.tls_port}"
+
+    def start(self, timeout_seconds: float = 20.0) -> None:
+        # TansuBroker.start advertises its own port; this one advertises the proxy's
+        listen, advertised = f"tcp://127.0.0.1:{self.port}", f"tcp://127.0.0.1:{self.tls_port}"
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                [str(tansu_binary()), "broker", "--listener-url", listen,
+                 "--advertised-listener-url", advertised, "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_port(timeout_seconds)
+
+    def _wait_port(self, timeout_seconds: float) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 1):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"tansu did not listen on {self.port}:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        super().stop()
+        self.proxy.stop()
