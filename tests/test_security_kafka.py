@@ -1,0 +1,147 @@
+"""Kafka over TLS, for real: Tansu behind a TLS-terminating proxy that it advertises, so every
+connection (bootstrap, group coordinator, fetches) goes through TLS. SASL: see the last tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer
+from security_kit import Pki, TlsBroker
+
+from sentinel.config import KafkaConfig, KafkaSaslConfig, KafkaSslConfig
+from sentinel.errors import ConfigError
+from sentinel.kafka_io import DeadLetters, KafkaSource, KafkaUnavailable, Record, client_security
+from sentinel.secrets import SecretSource
+
+PASSWORD = "kafka-pw-7Yt!x"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki.create(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def tls_broker(pki: Pki, tmp_path: Path) -> Iterator[TlsBroker]:
+    with TlsBroker(pki, tmp_path) as broker:
+        yield broker
+
+
+def _tls_config(broker: TlsBroker, ca_file: Path, topic: str = "metrics") -> KafkaConfig:
+    return KafkaConfig(bootstrap_servers=(broker.tls_bootstrap,), topic=topic, group_id="tls",
+                       poll_timeout_seconds=0.2, session_timeout_seconds=2.0,
+                       dead_letter_topic=f"{topic}.dlq", security_protocol="SSL",
+                       ssl=KafkaSslConfig(ca_file=str(ca_file)))
+
+
+def test_consumer_and_dead_letter_producer_work_over_verified_tls(
+        tls_broker: TlsBroker, pki: Pki) -> None:
+    config = _tls_config(tls_broker, pki.ca_file)
+    security = client_security(config)
+    letters = DeadLetters(config.bootstrap_servers, "metrics", "upstream", security)
+    for offset in range(3):  # the dead-letter producer doubles as this test's TLS producer
+        letters.send(Record(0, offset, b"checkout", b'{"n": %d}' % offset, False), "test", "")
+    assert letters.flush(10.0)
+    letters.close()
+
+    source = KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None,
+                         security=security)
+    try:
+        records: list[Record] = []
+        deadline = time.monotonic() + 20
+        while len(records) < 3 and time.monotonic() < deadline:
+            records += source.poll()
+        source.commit({0: records[-1].offset + 1} if records else {})
+    finally:
+        source.close()
+
+    assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert tls_broker.proxy.handshakes >= 2  # producer and consumer both came in over TLS
+    assert tls_broker.proxy.failed_handshakes == 0
+
+
+def test_broker_certificate_from_another_ca_is_refused(tls_broker: TlsBroker, pki: Pki) -> None:
+    config = _tls_config(tls_broker, pki.other_ca_file)
+
+    with pytest.raises(KafkaUnavailable):
+        KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None)
+
+    assert tls_broker.proxy.failed_handshakes >= 1
+    assert tls_broker.proxy.handshakes == 0
+
+
+def test_plaintext_client_gets_nothing_from_a_tls_listener(tls_broker: TlsBroker) -> None:
+    config = KafkaConfig(bootstrap_servers=(tls_broker.tls_bootstrap,), topic="metrics")
+
+    with pytest.raises(KafkaUnavailable):
+        KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None)
+
+
+# --- SASL ------------------------------------------------------------------------------------
+# Tansu 0.6 (the broker in the tests) can require SCRAM authentication, but its users can only
+# be created through an authenticated connection, and its storage is in memory: no broker here
+# can hold a SASL user. These tests prove what can be proven without one: the settings reach
+# kafka-python exactly, the password comes from its file or variable, and a broker that
+# rejects the credentials makes start-up fail without the password in the error.
+
+def _sasl_config(tmp_path: Path, mechanism: str = "SCRAM-SHA-512", protocol: str = "SASL_SSL",
+                 ca_file: str | None = None) -> KafkaConfig:
+    secret = tmp_path / "kafka.pw"
+    secret.write_text(PASSWORD + "\n")
+    return KafkaConfig(security_protocol=protocol,  # type: ignore[arg-type]
+                       ssl=KafkaSslConfig(ca_file=ca_file) if protocol == "SASL_SSL" else None,
+                       sasl=KafkaSaslConfig(mechanism, "sentinel", str(secret)))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+def test_sasl_settings_reach_the_kafka_clients(tmp_path: Path, pki: Pki, mechanism: str) -> None:
+    options = client_security(_sasl_config(tmp_path, mechanism, ca_file=str(pki.ca_file)))
+
+    assert {k: v for k, v in options.items() if k != "ssl_context"} == {
+        "security_protocol": "SASL_SSL", "sasl_mechanism": mechanism,
+        "sasl_plain_username": "sentinel", "sasl_plain_password": PASSWORD}
+    context = options["ssl_context"]
+    assert context.check_hostname and context.verify_mode.name == "CERT_REQUIRED"
+    # and kafka-python accepts them as they are (it validates them in its constructor)
+    consumer = KafkaConsumer(bootstrap_servers="127.0.0.1:1", api_version=(2, 5), **options)
+    try:
+        assert consumer.config["sasl_mechanism"] == mechanism
+        assert consumer.config["sasl_plain_password"] == PASSWORD
+    finally:
+        consumer.close(timeout_ms=100)
+
+
+def test_sasl_password_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTINEL_TEST_KAFKA_PW", PASSWORD)
+    config = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl=KafkaSaslConfig(
+        "SCRAM-SHA-256", "sentinel", password_env="SENTINEL_TEST_KAFKA_PW"))
+
+    assert client_security(config)["sasl_plain_password"] == PASSWORD
+    assert SecretSource(None, "SENTINEL_TEST_KAFKA_PW") == config.sasl.password  # type: ignore[union-attr]
+
+
+def test_missing_sasl_password_is_a_config_error() -> None:
+    config = KafkaConfig(security_protocol="SASL_PLAINTEXT", sasl=KafkaSaslConfig(
+        "PLAIN", "sentinel", password_file="/nonexistent/kafka.pw"))
+
+    with pytest.raises(ConfigError) as caught:
+        client_security(config)
+
+    assert caught.value.key == "kafka.sasl.password_file"
+
+
+def test_sasl_client_never_falls_back_to_an_unauthenticated_session(
+        tmp_path: Path, kafka_broker) -> None:
+    """Tansu without --authentication does not complete the SASL exchange: the consumer must
+    fail (and say so without the password), not carry on unauthenticated."""
+    config = replace(_sasl_config(tmp_path, "SCRAM-SHA-256", "SASL_PLAINTEXT"),
+                     bootstrap_servers=(kafka_broker.bootstrap,), topic="metrics")
+
+    with pytest.raises(KafkaUnavailable) as caught:
+        KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None)
+
+    assert PASSWORD not in str(caught.value)
