@@ -89,6 +89,11 @@ class ModelRegistry:
             raise ModelError(f"model registry {self.root}: unreadable {POINTER} pointer: {exc}") from exc
         if not isinstance(doc, dict) or not isinstance(doc.get("version"), str):
             raise ModelError(f"model registry {self.root}: {POINTER} holds no version: {doc!r}")
+        version = doc["version"]
+        if version in ("", ".", "..") or "/" in version or "\\" in version:
+            # a pointer must not lead out of versions/ to a directory nobody promoted
+            raise ModelError(f"model registry {self.root}: {POINTER} names {version!r}, which is "
+                             f"not a version directory name")
         return doc
 
     def current(self) -> Target | None:
