@@ -340,3 +340,53 @@ def test_bad_delivery_key_names_the_key_and_the_value(
 
     assert caught.value.key == key
     assert in_message in str(caught.value)
+
+
+_SASL = {"mechanism": "SCRAM-SHA-512", "username": "sentinel", "password_file": "/etc/kafka.pw"}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "in_message"),
+    [
+        ("kafka.security_protocol", "TLS", "kafka.security_protocol", "'TLS'"),
+        ("kafka.security_protocol", "SASL_SSL", "kafka.sasl", "SASL_SSL"),
+        ("kafka.sasl", _SASL, "kafka.security_protocol", "'PLAINTEXT'"),
+        ("kafka.ssl", {"ca_file": "/ca.pem"}, "kafka.security_protocol", "'PLAINTEXT'"),
+        ("kafka.sasl", {**_SASL, "mechanism": "GSSAPI"}, "kafka.sasl.mechanism", "'GSSAPI'"),
+        ("kafka.sasl", {"mechanism": "PLAIN", "password_file": "/p"}, "kafka.sasl.username",
+         "required"),
+        ("kafka.sasl", {"mechanism": "PLAIN", "username": "u"}, "kafka.sasl.password_file",
+         "password_env"),
+        ("kafka.sasl", {**_SASL, "password_env": "PW"}, "kafka.sasl.password_env", "'PW'"),
+        ("kafka.sasl", {**_SASL, "password": "hunter2"}, "kafka.sasl.password",
+         "did you mean"),
+        ("metrics.tls", {"cert_file": "/c.pem"}, "metrics.tls.key_file", "required"),
+        ("metrics.tls", "on", "metrics.tls", "'on'"),
+        ("metrics.basic_auth", {"username": "p", "password_file": "/p", "open_probes": "yes"},
+         "metrics.basic_auth.open_probes", "'yes'"),
+        ("metrics.basic_auth", {"username": "p"}, "metrics.basic_auth.password_file", "never"),
+        ("alerting.webhooks[0].basic_auth", {"username": "b", "password_env": "bad name"},
+         "alerting.webhooks[0].basic_auth.password_env", "environment variable"),
+        ("alerting.webhooks[0].url", "https://u:p@h/x", "alerting.webhooks[0].url", "basic_auth"),
+        ("alerting.webhooks[0].ca_file", "", "alerting.webhooks[0].ca_file", "''"),
+        ("alerting.webhooks[0].secret_env", "not a name!", "alerting.webhooks[0].secret_env",
+         "environment variable"),
+    ],
+)
+def test_bad_security_key_names_the_key_and_the_value(
+    path: str, value: object, key: str, in_message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with(_demo(), path, value))
+
+    assert caught.value.key == key
+    assert in_message in str(caught.value)
+
+
+def test_kafka_client_certificate_needs_both_files() -> None:
+    doc = _with(_with(_demo(), "kafka.security_protocol", "SSL"), "kafka.ssl", {"cert_file": "/c"})
+
+    with pytest.raises(ConfigError) as caught:
+        parse_config(doc)
+
+    assert caught.value.key == "kafka.ssl.key_file"
