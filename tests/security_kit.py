@@ -1,10 +1,10 @@
 """Real TLS on loopback for the security tests: a throwaway CA, an HTTPS receiver, and a
-TLS-terminating TCP proxy that puts TLS in front of the Tansu broker (which speaks only
-plain TCP).
+gateway that puts TLS and/or SASL PLAIN in front of the Tansu broker (whose listener speaks
+neither: its --cert option does nothing in 0.6, and its SASL users cannot be created).
 
     >>> pki = Pki.create(tmp_path)                  # CA + a cert for 127.0.0.1 / localhost
     >>> receiver = HttpsReceiver(pki).start()        # records POSTs, answers from a script
-    >>> with TlsBroker(pki, tmp_path) as broker:     # clients must speak TLS to broker.bootstrap
+    >>> with SecuredBroker(tmp_path, pki) as broker:  # clients must speak TLS to broker.tls_bootstrap
     ...     ...
 """
 
@@ -14,6 +14,7 @@ import contextlib
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -123,18 +124,27 @@ class HttpsReceiver:
             self._server.server_close()
 
 
-class TlsProxy:
-    """Accepts TLS on `port`, forwards the plaintext to `upstream_port`, both ways."""
+class KafkaGateway:
+    """What a secured Kafka listener does, in front of a plain broker on `upstream_port`:
+    TLS (with a `context`) and/or SASL PLAIN (with `users`), then the bytes pass through.
 
-    def __init__(self, context: ssl.SSLContext, port: int, upstream_port: int) -> None:
+    SASL is the broker side of the exchange kafka-python speaks (KIP-152): ApiVersions is
+    forwarded to the broker, SaslHandshake and SaslAuthenticate are answered here, and any
+    other request before a successful login closes the connection, as Kafka does.
+    """
+
+    def __init__(self, port: int, upstream_port: int, context: ssl.SSLContext | None = None,
+                 users: dict[str, str] | None = None) -> None:
         self.context, self.port, self.upstream_port = context, port, upstream_port
+        self.users = users
         self.handshakes = 0  # completed TLS handshakes: proof that clients spoke TLS
         self.failed_handshakes = 0
+        self.logins: list[tuple[str, bool]] = []  # (user, accepted) per SASL attempt
         self._listener = socket.create_server(("127.0.0.1", port))
         self._closed = threading.Event()
 
-    def start(self) -> TlsProxy:
-        threading.Thread(target=self._accept, daemon=True, name="tls-proxy").start()
+    def start(self) -> KafkaGateway:
+        threading.Thread(target=self._accept, daemon=True, name="kafka-gateway").start()
         return self
 
     def _accept(self) -> None:
@@ -146,27 +156,85 @@ class TlsProxy:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        try:
-            client.settimeout(10)
-            secure = self.context.wrap_socket(client, server_side=True)
-            secure.settimeout(None)
-        except (OSError, ssl.SSLError):
-            self.failed_handshakes += 1
-            client.close()
-            return
-        self.handshakes += 1
+        client.settimeout(10)
+        if self.context is not None:
+            try:
+                client = self.context.wrap_socket(client, server_side=True)
+            except (OSError, ssl.SSLError):
+                self.failed_handshakes += 1
+                client.close()
+                return
+            self.handshakes += 1
+        upstream = None
         try:
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=10)
-            upstream.settimeout(None)
-        except OSError:
-            secure.close()
+            if self.users is not None and not self._sasl(client, upstream):
+                raise OSError("SASL login refused")
+        except (OSError, ValueError, struct.error):
+            for sock in (client, upstream):
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.close()
             return
-        threading.Thread(target=_pump, args=(upstream, secure), daemon=True).start()
-        _pump(secure, upstream)
+        client.settimeout(None)
+        upstream.settimeout(None)
+        threading.Thread(target=_pump, args=(upstream, client), daemon=True).start()
+        _pump(client, upstream)
+
+    def _sasl(self, client: socket.socket, upstream: socket.socket) -> bool:
+        """Run the broker's side of the login; True once the client is authenticated."""
+        from kafka.protocol.sasl import (
+            SaslAuthenticateRequest,
+            SaslAuthenticateResponse,
+            SaslHandshakeResponse,
+        )
+
+        assert self.users is not None
+        while True:
+            frame = _read_frame(client)
+            api_key, version, correlation_id = struct.unpack(">hhi", frame[:8])
+            if api_key == 18:  # ApiVersions: the broker's own answer
+                upstream.sendall(struct.pack(">i", len(frame)) + frame)
+                answer = _read_frame(upstream)
+                client.sendall(struct.pack(">i", len(answer)) + answer)
+            elif api_key == 17:  # SaslHandshake
+                reply = SaslHandshakeResponse(error_code=0, mechanisms=["PLAIN"], version=version)
+                reply.with_header(correlation_id=correlation_id)
+                client.sendall(reply.encode(header=True, framed=True))
+            elif api_key == 36:  # SaslAuthenticate, PLAIN: authzid \0 user \0 password
+                request = SaslAuthenticateRequest.decode(frame, version=version, header=True)
+                _, user, password = bytes(request.auth_bytes).split(b"\0", 2)
+                name = user.decode()
+                accepted = self.users.get(name) == password.decode()
+                self.logins.append((name, accepted))
+                reply = SaslAuthenticateResponse(
+                    error_code=0 if accepted else 58,  # SASL_AUTHENTICATION_FAILED
+                    error_message=None if accepted else "Authentication failed: invalid credentials",
+                    auth_bytes=b"", session_lifetime_ms=0, version=version)
+                reply.with_header(correlation_id=correlation_id)
+                client.sendall(reply.encode(header=True, framed=True))
+                return accepted
+            else:  # anything else before a login: what Kafka does is close the connection
+                return False
 
     def stop(self) -> None:
         self._closed.set()
         self._listener.close()
+
+
+def _read_frame(sock: socket.socket) -> bytes:
+    size = struct.unpack(">i", _read_exactly(sock, 4))[0]
+    return _read_exactly(sock, size)
+
+
+def _read_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise OSError("connection closed")
+        data += chunk
+    return data
 
 
 def _pump(source: socket.socket, sink: socket.socket) -> None:
@@ -181,15 +249,16 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
                 s.close()
 
 
-class TlsBroker(TansuBroker):
-    """Tansu on a private plain port, advertising the TLS proxy's port: every client that
-    follows the metadata must come back through TLS."""
+class SecuredBroker(TansuBroker):
+    """Tansu on a private plain port, advertising a KafkaGateway's port (TLS with a `pki`,
+    SASL PLAIN with `users`): every client that follows the metadata comes back through it."""
 
-    def __init__(self, pki: Pki, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, pki: Pki | None = None,
+                 users: dict[str, str] | None = None) -> None:
         super().__init__(log_dir=log_dir)
-        self.pki = pki
         self.tls_port = free_port()
-        self.proxy = TlsProxy(pki.server_context(), self.tls_port, self.port).start()
+        self.proxy = KafkaGateway(self.tls_port, self.port,
+                                  pki.server_context() if pki else None, users).start()
 
     @property
     def tls_bootstrap(self) -> str:
@@ -216,5 +285,9 @@ class TlsBroker(TansuBroker):
         raise RuntimeError(f"tansu did not listen on {self.port}:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        super().stop()
+        # in-memory storage, nothing to flush: SIGKILL spares the seconds tansu takes on SIGTERM
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
         self.proxy.stop()

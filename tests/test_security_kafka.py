@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
-from security_kit import Pki, TlsBroker
+from security_kit import Pki, SecuredBroker
 
 from sentinel.config import KafkaConfig, KafkaSaslConfig, KafkaSslConfig
 from sentinel.errors import ConfigError
@@ -26,12 +26,12 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-def tls_broker(pki: Pki, tmp_path: Path) -> Iterator[TlsBroker]:
-    with TlsBroker(pki, tmp_path) as broker:
+def tls_broker(pki: Pki, tmp_path: Path) -> Iterator[SecuredBroker]:
+    with SecuredBroker(tmp_path, pki) as broker:
         yield broker
 
 
-def _tls_config(broker: TlsBroker, ca_file: Path, topic: str = "metrics") -> KafkaConfig:
+def _tls_config(broker: SecuredBroker, ca_file: Path, topic: str = "metrics") -> KafkaConfig:
     return KafkaConfig(bootstrap_servers=(broker.tls_bootstrap,), topic=topic, group_id="tls",
                        poll_timeout_seconds=0.2, session_timeout_seconds=2.0,
                        dead_letter_topic=f"{topic}.dlq", security_protocol="SSL",
@@ -39,7 +39,7 @@ def _tls_config(broker: TlsBroker, ca_file: Path, topic: str = "metrics") -> Kaf
 
 
 def test_consumer_and_dead_letter_producer_work_over_verified_tls(
-        tls_broker: TlsBroker, pki: Pki) -> None:
+        tls_broker: SecuredBroker, pki: Pki) -> None:
     config = _tls_config(tls_broker, pki.ca_file)
     security = client_security(config)
     letters = DeadLetters(config.bootstrap_servers, "metrics", "upstream", security)
@@ -64,7 +64,7 @@ def test_consumer_and_dead_letter_producer_work_over_verified_tls(
     assert tls_broker.proxy.failed_handshakes == 0
 
 
-def test_broker_certificate_from_another_ca_is_refused(tls_broker: TlsBroker, pki: Pki) -> None:
+def test_broker_certificate_from_another_ca_is_refused(tls_broker: SecuredBroker, pki: Pki) -> None:
     config = _tls_config(tls_broker, pki.other_ca_file)
 
     with pytest.raises(KafkaUnavailable):
@@ -74,7 +74,7 @@ def test_broker_certificate_from_another_ca_is_refused(tls_broker: TlsBroker, pk
     assert tls_broker.proxy.handshakes == 0
 
 
-def test_plaintext_client_gets_nothing_from_a_tls_listener(tls_broker: TlsBroker) -> None:
+def test_plaintext_client_gets_nothing_from_a_tls_listener(tls_broker: SecuredBroker) -> None:
     config = KafkaConfig(bootstrap_servers=(tls_broker.tls_bootstrap,), topic="metrics")
 
     with pytest.raises(KafkaUnavailable):
@@ -82,11 +82,52 @@ def test_plaintext_client_gets_nothing_from_a_tls_listener(tls_broker: TlsBroker
 
 
 # --- SASL ------------------------------------------------------------------------------------
-# Tansu 0.6 (the broker in the tests) can require SCRAM authentication, but its users can only
-# be created through an authenticated connection, and its storage is in memory: no broker here
-# can hold a SASL user. These tests prove what can be proven without one: the settings reach
-# kafka-python exactly, the password comes from its file or variable, and a broker that
-# rejects the credentials makes start-up fail without the password in the error.
+# Tansu 0.6 can require SCRAM, but its users can only be created over an authenticated
+# connection and its storage is in memory, so no Tansu here can hold a SASL user. The
+# KafkaGateway in front of it plays the broker's side of SASL PLAIN (ApiVersions forwarded,
+# SaslHandshake and SaslAuthenticate answered, nothing else allowed before a login), so
+# kafka-python's real SASL client is exercised end to end. SCRAM is proven up to the client
+# settings only.
+
+@pytest.mark.parametrize("protocol", ["SASL_SSL", "SASL_PLAINTEXT"])
+def test_sasl_plain_login_with_the_password_from_its_file(
+        tmp_path: Path, pki: Pki, protocol: str) -> None:
+    with SecuredBroker(tmp_path, pki if protocol == "SASL_SSL" else None,
+                       users={"sentinel": PASSWORD}) as broker:
+        config = replace(_sasl_config(tmp_path, "PLAIN", protocol, str(pki.ca_file)),
+                         bootstrap_servers=(broker.tls_bootstrap,), topic="metrics",
+                         group_id="sasl", poll_timeout_seconds=0.2, session_timeout_seconds=2.0)
+        security = client_security(config)
+        letters = DeadLetters(config.bootstrap_servers, "metrics", "upstream", security)
+        letters.send(Record(0, 0, b"checkout", b"{}", False), "test", "")
+        assert letters.flush(10.0)
+        letters.close()
+        source = KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None,
+                             security=security)
+        try:
+            records: list[Record] = []
+            deadline = time.monotonic() + 20
+            while not records and time.monotonic() < deadline:
+                records += source.poll()
+        finally:
+            source.close()
+
+    assert [r.value for r in records] == [b"{}"]
+    assert broker.proxy.logins and set(broker.proxy.logins) == {("sentinel", True)}
+    assert broker.proxy.handshakes == (len(broker.proxy.logins) if protocol == "SASL_SSL" else 0)
+
+
+def test_wrong_sasl_password_is_refused_and_not_shown(tmp_path: Path, pki: Pki) -> None:
+    with SecuredBroker(tmp_path, pki, users={"sentinel": "another-password"}) as broker:
+        config = replace(_sasl_config(tmp_path, "PLAIN", "SASL_SSL", str(pki.ca_file)),
+                         bootstrap_servers=(broker.tls_bootstrap,), topic="metrics")
+
+        with pytest.raises(KafkaUnavailable) as caught:
+            KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None)
+
+    assert broker.proxy.logins and set(broker.proxy.logins) == {("sentinel", False)}
+    assert PASSWORD not in str(caught.value)
+
 
 def _sasl_config(tmp_path: Path, mechanism: str = "SCRAM-SHA-512", protocol: str = "SASL_SSL",
                  ca_file: str | None = None) -> KafkaConfig:
@@ -132,16 +173,3 @@ def test_missing_sasl_password_is_a_config_error() -> None:
         client_security(config)
 
     assert caught.value.key == "kafka.sasl.password_file"
-
-
-def test_sasl_client_never_falls_back_to_an_unauthenticated_session(
-        tmp_path: Path, kafka_broker) -> None:
-    """Tansu without --authentication does not complete the SASL exchange: the consumer must
-    fail (and say so without the password), not carry on unauthenticated."""
-    config = replace(_sasl_config(tmp_path, "SCRAM-SHA-256", "SASL_PLAINTEXT"),
-                     bootstrap_servers=(kafka_broker.bootstrap,), topic="metrics")
-
-    with pytest.raises(KafkaUnavailable) as caught:
-        KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None)
-
-    assert PASSWORD not in str(caught.value)
