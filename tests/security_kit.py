@@ -1,5 +1,5 @@
 """Real TLS on loopback for the security tests: a throwaway CA, an HTTPS receiver, and a
-gateway that puts TLS and/or SASL PLAIN in front of the Tansu broker (whose listener speaks
+gateway that puts TLS and/or SASL (PLAIN, SCRAM) in front of the Tansu broker (whose listener speaks
 neither: its --cert option does nothing in 0.6, and its SASL users cannot be created).
 
     >>> pki = Pki.create(tmp_path)                  # CA + a cert for 127.0.0.1 / localhost
@@ -10,8 +10,12 @@ neither: its --cert option does nothing in 0.6, and its SASL users cannot be cre
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
+import os
 import socket
 import ssl
 import struct
@@ -126,7 +130,8 @@ class HttpsReceiver:
 
 class KafkaGateway:
     """What a secured Kafka listener does, in front of a plain broker on `upstream_port`:
-    TLS (with a `context`) and/or SASL PLAIN (with `users`), then the bytes pass through.
+    TLS (with a `context`) and/or SASL PLAIN / SCRAM-SHA-256 / SCRAM-SHA-512 (with `users`),
+    then the bytes pass through.
 
     SASL is the broker side of the exchange kafka-python speaks (KIP-152): ApiVersions is
     forwarded to the broker, SaslHandshake and SaslAuthenticate are answered here, and any
@@ -183,13 +188,10 @@ class KafkaGateway:
 
     def _sasl(self, client: socket.socket, upstream: socket.socket) -> bool:
         """Run the broker's side of the login; True once the client is authenticated."""
-        from kafka.protocol.sasl import (
-            SaslAuthenticateRequest,
-            SaslAuthenticateResponse,
-            SaslHandshakeResponse,
-        )
+        from kafka.protocol.sasl import SaslHandshakeResponse
 
         assert self.users is not None
+        login: _Login | None = None
         while True:
             frame = _read_frame(client)
             api_key, version, correlation_id = struct.unpack(">hhi", frame[:8])
@@ -197,29 +199,85 @@ class KafkaGateway:
                 upstream.sendall(struct.pack(">i", len(frame)) + frame)
                 answer = _read_frame(upstream)
                 client.sendall(struct.pack(">i", len(answer)) + answer)
-            elif api_key == 17:  # SaslHandshake
-                reply = SaslHandshakeResponse(error_code=0, mechanisms=["PLAIN"], version=version)
+            elif api_key == 17:  # SaslHandshake: pick the mechanism
+                from kafka.protocol.sasl import SaslHandshakeRequest
+
+                mechanism = SaslHandshakeRequest.decode(frame, version=version, header=True).mechanism
+                login = _Login(mechanism, self.users)
+                reply = SaslHandshakeResponse(error_code=0, mechanisms=list(MECHANISMS),
+                                              version=version)
                 reply.with_header(correlation_id=correlation_id)
                 client.sendall(reply.encode(header=True, framed=True))
-            elif api_key == 36:  # SaslAuthenticate, PLAIN: authzid \0 user \0 password
-                request = SaslAuthenticateRequest.decode(frame, version=version, header=True)
-                _, user, password = bytes(request.auth_bytes).split(b"\0", 2)
-                name = user.decode()
-                accepted = self.users.get(name) == password.decode()
-                self.logins.append((name, accepted))
+            elif api_key == 36 and login is not None:  # SaslAuthenticate: one round
+                from kafka.protocol.sasl import SaslAuthenticateRequest, SaslAuthenticateResponse
+
+                token = bytes(SaslAuthenticateRequest.decode(frame, version=version,
+                                                             header=True).auth_bytes)
+                answer_bytes = login.step(token)
+                failed = answer_bytes is None
                 reply = SaslAuthenticateResponse(
-                    error_code=0 if accepted else 58,  # SASL_AUTHENTICATION_FAILED
-                    error_message=None if accepted else "Authentication failed: invalid credentials",
-                    auth_bytes=b"", session_lifetime_ms=0, version=version)
+                    error_code=58 if failed else 0,  # SASL_AUTHENTICATION_FAILED
+                    error_message="Authentication failed: invalid credentials" if failed else None,
+                    auth_bytes=b"" if failed else answer_bytes, session_lifetime_ms=0,
+                    version=version)
                 reply.with_header(correlation_id=correlation_id)
                 client.sendall(reply.encode(header=True, framed=True))
-                return accepted
+                if failed or login.done:
+                    self.logins.append((login.user, not failed))
+                    return not failed
             else:  # anything else before a login: what Kafka does is close the connection
                 return False
 
     def stop(self) -> None:
         self._closed.set()
         self._listener.close()
+
+
+MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class _Login:
+    """The server side of one SASL login (RFC 4616 PLAIN, RFC 5802 SCRAM); `step` returns the
+    bytes to answer with, or None when the credentials are wrong."""
+
+    def __init__(self, mechanism: str, users: dict[str, str]) -> None:
+        self.mechanism, self.users = mechanism, users
+        self.user, self.done = "?", False
+        self._hash = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}.get(mechanism)
+        self._state: dict[str, bytes] = {}
+
+    def step(self, token: bytes) -> bytes | None:
+        if self.mechanism == "PLAIN":  # authzid \0 user \0 password
+            _, user, password = token.split(b"\0", 2)
+            self.user, self.done = user.decode(), True
+            return b"" if self.users.get(self.user) == password.decode() else None
+        if self._hash is None:
+            return None
+        if not self._state:  # client-first: n,,n=user,r=nonce
+            bare = token.split(b",", 2)[2]
+            fields = dict(item.split(b"=", 1) for item in bare.split(b","))
+            self.user = fields[b"n"].decode()
+            salt, nonce = os.urandom(16), fields[b"r"] + base64.b64encode(os.urandom(18))
+            server_first = b"r=%s,s=%s,i=4096" % (nonce, base64.b64encode(salt))
+            self._state = {"bare": bare, "first": server_first, "salt": salt, "nonce": nonce}
+            return server_first
+        # client-final: c=...,r=nonce,p=proof
+        self.done = True
+        without_proof, _, proof = token.rpartition(b",p=")
+        fields = dict(item.split(b"=", 1) for item in without_proof.split(b","))
+        password = self.users.get(self.user)
+        if password is None or fields.get(b"r") != self._state["nonce"]:
+            return None
+        salted = hashlib.pbkdf2_hmac(self._hash, password.encode(), self._state["salt"], 4096)
+        client_key = hmac.new(salted, b"Client Key", self._hash).digest()
+        stored_key = hashlib.new(self._hash, client_key).digest()
+        auth_message = b",".join((self._state["bare"], self._state["first"], without_proof))
+        signature = hmac.new(stored_key, auth_message, self._hash).digest()
+        given_key = bytes(a ^ b for a, b in zip(base64.b64decode(proof), signature, strict=True))
+        if not hmac.compare_digest(hashlib.new(self._hash, given_key).digest(), stored_key):
+            return None
+        server_key = hmac.new(salted, b"Server Key", self._hash).digest()
+        return b"v=" + base64.b64encode(hmac.new(server_key, auth_message, self._hash).digest())
 
 
 def _read_frame(sock: socket.socket) -> bytes:
@@ -251,7 +309,7 @@ def _pump(source: socket.socket, sink: socket.socket) -> None:
 
 class SecuredBroker(TansuBroker):
     """Tansu on a private plain port, advertising a KafkaGateway's port (TLS with a `pki`,
-    SASL PLAIN with `users`): every client that follows the metadata comes back through it."""
+    SASL with `users`): every client that follows the metadata comes back through it."""
 
     def __init__(self, log_dir: Path, pki: Pki | None = None,
                  users: dict[str, str] | None = None) -> None:

@@ -74,27 +74,21 @@ def test_broker_certificate_from_another_ca_is_refused(tls_broker: SecuredBroker
     assert tls_broker.proxy.handshakes == 0
 
 
-def test_plaintext_client_gets_nothing_from_a_tls_listener(tls_broker: SecuredBroker) -> None:
-    config = KafkaConfig(bootstrap_servers=(tls_broker.tls_bootstrap,), topic="metrics")
-
-    with pytest.raises(KafkaUnavailable):
-        KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None)
-
-
 # --- SASL ------------------------------------------------------------------------------------
 # Tansu 0.6 can require SCRAM, but its users can only be created over an authenticated
 # connection and its storage is in memory, so no Tansu here can hold a SASL user. The
-# KafkaGateway in front of it plays the broker's side of SASL PLAIN (ApiVersions forwarded,
-# SaslHandshake and SaslAuthenticate answered, nothing else allowed before a login), so
-# kafka-python's real SASL client is exercised end to end. SCRAM is proven up to the client
-# settings only.
+# KafkaGateway in front of it plays the broker's side of SASL PLAIN and SCRAM (ApiVersions
+# forwarded, SaslHandshake and SaslAuthenticate answered, nothing else allowed before a
+# login), so kafka-python's real SASL client is exercised end to end.
 
-@pytest.mark.parametrize("protocol", ["SASL_SSL", "SASL_PLAINTEXT"])
-def test_sasl_plain_login_with_the_password_from_its_file(
-        tmp_path: Path, pki: Pki, protocol: str) -> None:
+@pytest.mark.parametrize(("mechanism", "protocol"), [
+    ("PLAIN", "SASL_SSL"), ("PLAIN", "SASL_PLAINTEXT"), ("SCRAM-SHA-256", "SASL_SSL"),
+    ("SCRAM-SHA-512", "SASL_PLAINTEXT")])
+def test_sasl_login_with_the_password_from_its_file(
+        tmp_path: Path, pki: Pki, mechanism: str, protocol: str) -> None:
     with SecuredBroker(tmp_path, pki if protocol == "SASL_SSL" else None,
                        users={"sentinel": PASSWORD}) as broker:
-        config = replace(_sasl_config(tmp_path, "PLAIN", protocol, str(pki.ca_file)),
+        config = replace(_sasl_config(tmp_path, mechanism, protocol, str(pki.ca_file)),
                          bootstrap_servers=(broker.tls_bootstrap,), topic="metrics",
                          group_id="sasl", poll_timeout_seconds=0.2, session_timeout_seconds=2.0)
         security = client_security(config)
@@ -117,9 +111,11 @@ def test_sasl_plain_login_with_the_password_from_its_file(
     assert broker.proxy.handshakes == (len(broker.proxy.logins) if protocol == "SASL_SSL" else 0)
 
 
-def test_wrong_sasl_password_is_refused_and_not_shown(tmp_path: Path, pki: Pki) -> None:
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512"])
+def test_wrong_sasl_password_is_refused_and_not_shown(tmp_path: Path, pki: Pki,
+                                                      mechanism: str) -> None:
     with SecuredBroker(tmp_path, pki, users={"sentinel": "another-password"}) as broker:
-        config = replace(_sasl_config(tmp_path, "PLAIN", "SASL_SSL", str(pki.ca_file)),
+        config = replace(_sasl_config(tmp_path, mechanism, "SASL_SSL", str(pki.ca_file)),
                          bootstrap_servers=(broker.tls_bootstrap,), topic="metrics")
 
         with pytest.raises(KafkaUnavailable) as caught:
