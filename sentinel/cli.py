@@ -76,7 +76,14 @@ def _simulate(args: argparse.Namespace) -> int:
     if args.out:
         count = simulate.write_jsonl(sim.samples, Path(args.out))
     else:
-        count = simulate.produce_kafka(sim.samples, args.kafka, args.topic, speed=args.speed)
+        security = None
+        if args.config:  # the daemon's TLS/SASL settings, for a secured broker
+            from sentinel.config import load_config
+            from sentinel.kafka_io import client_security
+
+            security = client_security(load_config(args.config).kafka)
+        count = simulate.produce_kafka(sim.samples, args.kafka, args.topic, speed=args.speed,
+                                       security=security)
     print(json.dumps({"written": count, **sim.summary}))
     return 0
 
@@ -184,6 +191,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--topic", help="topic to produce to with --kafka")
     p.add_argument("--speed", type=float, default=0.0,
                    help="with --kafka: event-time seconds per wall second (0 = no pacing)")
+    p.add_argument("--config", help="with --kafka: take kafka.security_protocol, ssl and sasl "
+                                    "from this config (TLS/SASL brokers)")
     p.set_defaults(handler=_simulate)
 
     p = sub.add_parser("train", help="train a model on JSONL history; prints a JSON summary last")

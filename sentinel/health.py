@@ -140,6 +140,9 @@ class HealthServer:
         if config.basic_auth is not None:
             password = read_secret(config.basic_auth.password, "metrics.basic_auth")
             auth = BasicAuth(config.basic_auth.username, password, config.basic_auth.open_probes)
+            if tls is None and config.host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
+                log.warning("metrics.basic_auth without metrics.tls on %s: the password crosses "
+                            "the network in clear; add metrics.tls", config.listen)
         return cls(config.host, config.port, registry, state, tls, auth)
 
     @property
@@ -182,6 +185,7 @@ def _handler(registry: CollectorRegistry, state: HealthState, auth: BasicAuth | 
              tls: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = REQUEST_TIMEOUT_SECONDS
+        server_version, sys_version = "sentinel", ""  # no Python version in the Server header
 
         def setup(self) -> None:
             super().setup()  # sets the timeout on the socket, then the handshake may block

@@ -65,6 +65,9 @@ def client_security(config: KafkaConfig) -> dict[str, Any]:
             "kafka.ssl", ssl.ca_file, ssl.cert_file, ssl.key_file, ssl.check_hostname
         ) if ssl else client_context("kafka.ssl")
     if config.sasl is not None:
+        if config.sasl.mechanism == "PLAIN" and protocol == "SASL_PLAINTEXT":
+            log.warning("kafka: SASL PLAIN over SASL_PLAINTEXT sends the password in clear; "
+                        "use SASL_SSL")
         options.update(sasl_mechanism=config.sasl.mechanism,
                        sasl_plain_username=config.sasl.username,
                        sasl_plain_password=read_secret(config.sasl.password, "kafka.sasl").reveal())

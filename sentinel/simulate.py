@@ -43,9 +43,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -551,18 +552,20 @@ def write_jsonl(samples: Iterable[dict], path: Path) -> int:
 
 
 def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: float = 0.0,
-                  on_progress: Callable[[int], None] | None = None) -> int:
+                  on_progress: Callable[[int], None] | None = None,
+                  security: Mapping[str, Any] | None = None) -> int:
     """Produce samples to Kafka (key = service name); returns how many were sent.
 
     `speed` paces on event time: simulated seconds per wall second (60 = a minute of
     traffic per second), 0 = as fast as possible. `on_progress(count)` is called every
-    10,000 samples and at the end.
+    10,000 samples and at the end. `security`: kafka-python's TLS/SASL arguments
+    (sentinel.kafka_io.client_security).
     """
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
     try:
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, **(security or {}))
     except KafkaError as exc:
         raise SentinelError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
     count, first_ts, wall_start, newest_ts = 0, None, time.monotonic(), -math.inf

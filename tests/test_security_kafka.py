@@ -3,21 +3,25 @@ connection (bootstrap, group coordinator, fetches) goes through TLS. SASL: see t
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import yaml
 from kafka import KafkaConsumer
 from security_kit import Pki, SecuredBroker
 
+from sentinel import cli
 from sentinel.config import KafkaConfig, KafkaSaslConfig, KafkaSslConfig
 from sentinel.errors import ConfigError
 from sentinel.kafka_io import DeadLetters, KafkaSource, KafkaUnavailable, Record, client_security
 from sentinel.secrets import SecretSource
 
 PASSWORD = "kafka-pw-7Yt!x"
+SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sentinel.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -169,3 +173,18 @@ def test_missing_sasl_password_is_a_config_error() -> None:
         client_security(config)
 
     assert caught.value.key == "kafka.sasl.password_file"
+
+
+def test_simulate_produces_to_a_tls_broker_with_the_daemon_config(
+        tls_broker: SecuredBroker, pki: Pki, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    raw = yaml.safe_load(SHIPPED.read_text())
+    raw["kafka"].update(security_protocol="SSL", ssl={"ca_file": str(pki.ca_file)})
+    path = tmp_path / "sentinel.yaml"
+    path.write_text(yaml.safe_dump(raw))
+
+    assert cli.main(["simulate", "--services", "1", "--days", "0.01", "--kafka",
+                     tls_broker.tls_bootstrap, "--topic", "sim", "--config", str(path)]) == 0
+
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["written"] > 0
+    assert tls_broker.proxy.handshakes >= 1 and tls_broker.proxy.failed_handshakes == 0
