@@ -480,7 +480,7 @@ def _servers(value: object, key: str) -> tuple[str, ...]:
 
 def _url(value: object, key: str) -> str:
     if isinstance(value, str):
-        if "@" in value.partition("://")[2].partition("/")[0] or "@" in urlsplit(value).netloc:
+        if "@" in value.partition("://")[2].partition("/")[0]:  # user:password@ before the path
             raise ConfigError(key, mask_url(value), "a URL without credentials in it: put "
                               "them in basic_auth, with password_file or password_env")
         try:  # .port raises ValueError on a port that is not a number in range
@@ -624,6 +624,16 @@ _STREAM: Spec = {
     "silence": _duration(),
     "max_services": _integer(1),
 }
+def _kafka_ssl(value: object, key: str) -> KafkaSslConfig:
+    spec: Spec = {"ca_file": _text, "cert_file": _text, "key_file": _text, "check_hostname": _flag}
+    ssl = _build(KafkaSslConfig, value, key, spec)
+    if (ssl.cert_file is None) != (ssl.key_file is None):
+        missing = "key_file" if ssl.key_file is None else "cert_file"
+        raise ConfigError(_join(key, missing), None,
+                          "a value: a client certificate needs both cert_file and key_file")
+    return ssl
+
+
 _KAFKA: Spec = {
     "bootstrap_servers": _servers,
     "topic": _text,
@@ -635,19 +645,9 @@ _KAFKA: Spec = {
     "session_timeout": _duration(),
     "max_poll_interval": _duration(),
     "security_protocol": _choice(SecurityProtocol),
-    "ssl": lambda value, key: _kafka_ssl(value, key),
+    "ssl": _kafka_ssl,
     "sasl": _with_password(KafkaSaslConfig, {**_BASIC_AUTH, "mechanism": _choice(SaslMechanism)}),
 }
-
-
-def _kafka_ssl(value: object, key: str) -> KafkaSslConfig:
-    spec: Spec = {"ca_file": _text, "cert_file": _text, "key_file": _text, "check_hostname": _flag}
-    ssl = _build(KafkaSslConfig, value, key, spec)
-    if (ssl.cert_file is None) != (ssl.key_file is None):
-        missing = "key_file" if ssl.key_file is None else "cert_file"
-        raise ConfigError(_join(key, missing), None,
-                          "a value: a client certificate needs both cert_file and key_file")
-    return ssl
 
 
 def _kafka(value: object, key: str) -> KafkaConfig:
