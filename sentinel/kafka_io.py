@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 5.0  # bound on each blocking call: commit, committed, offsets
 BOOTSTRAP_TIMEOUT_SECONDS = 5.0  # a client that cannot reach any broker gives up this soon
+# kafka-python backs reconnects off up to 30 s by default: a broker back from an outage
+# would wait up to that long for Sentinel. 2 s is a few connection attempts a minute.
+RECONNECT_BACKOFF_MAX_MS = 2000
 DETAIL_MAX_CHARS = 500
 
 
@@ -89,6 +92,7 @@ class KafkaSource:
                 heartbeat_interval_ms=max(100, session_ms // 3),
                 max_poll_interval_ms=int(config.max_poll_interval_seconds * 1000),
                 client_id=f"sentinel-{config.group_id}",
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                 bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000))
             self._consumer.subscribe(topics=[config.topic], listener=_Listener(self))
         except KafkaError as exc:
@@ -273,6 +277,7 @@ class DeadLetters:
             try:
                 self._producer = KafkaProducer(
                     bootstrap_servers=list(self.bootstrap_servers), acks="all", linger_ms=20,
+                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                     bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
                     max_block_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000))  # bounds send() too
             except KafkaError as exc:
