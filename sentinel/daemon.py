@@ -63,8 +63,12 @@ class Source(Protocol):
 
 
 class Notifier(Protocol):
-    """sentinel.sinks.Notifier: each call writes to local disk; OutboxError when it cannot."""
+    """sentinel.sinks.Notifier: each call writes to local disk. A delivery the disk refused is
+    kept in memory (`unsaved()`, `problem`); OutboxError only for anything else."""
 
+    problem: str | None
+
+    def unsaved(self) -> int: ...
     def submit(self, transition: AlertTransition) -> None: ...
     def adopt(self, transition: AlertTransition) -> None: ...
     def forget(self, services: list[str]) -> None: ...
@@ -115,6 +119,7 @@ class Daemon:
         self._to_commit: dict[int, int] = {}  # read and processed, not handed to commit yet
         self._lag_due = 0.0
         self._trouble_logged_at: float | None = None
+        self._hold_logged_at: float | None = None
 
     def run(self) -> None:
         """Loop until `stop()`; then commit what was processed and close the consumer.
@@ -155,6 +160,7 @@ class Daemon:
         warmup, live = self._decode(records, now)
         self._process(warmup, live=False)
         self._process(live, live=True)
+        self.health.set_degraded("outbox", self.notifier.problem)  # alerts the disk refused
         self._sweep(now)
         self._commit()
         self._refresh_broker_facts(now)
@@ -274,6 +280,15 @@ class Daemon:
         if self.dead_letters is not None and not self.dead_letters.flush():
             log.warning("dead letters not acknowledged; offsets wait for the next batch")
             return
+        if self.notifier.unsaved():
+            # An alert the disk refused lives only in memory until delivered: committing now
+            # would lose it in a crash. Scoring goes on; the commit waits.
+            self._hold_logged_at = _log_sometimes(
+                self._hold_logged_at, self.clock(), "offsets wait: %d alert deliveries are "
+                "only in memory (the outbox cannot be written) until delivered",
+                self.notifier.unsaved())
+            return
+        self._hold_logged_at = None
         offsets, self._to_commit = self._to_commit, {}
         try:
             self._source.commit(offsets)  # kept by the source and retried if this fails
@@ -339,3 +354,12 @@ def _log_transition(t: AlertTransition) -> None:
              t.episode_key, extra={"fields": {
                  "event": "alert", "state": t.state, "service": t.service, "risk": t.risk,
                  "event_ts": t.ts, "started_ts": t.started_ts, "episode": t.episode_key}})
+
+
+def _log_sometimes(logged_at: float | None, now: float, message: str, *args: object
+                   ) -> float | None:
+    """A warning at most once per LOG_EVERY_SECONDS; returns when it was last logged."""
+    if logged_at is not None and now - logged_at < LOG_EVERY_SECONDS:
+        return logged_at
+    log.warning(message, *args)
+    return now

@@ -535,6 +535,11 @@ class FakeNotifier:
         self.adopted: list = []
         self.forgotten: list[str] = []
         self.error = error
+        self.problem: str | None = None  # what a real one says when its disk refuses
+        self.in_memory = 0  # deliveries the disk refused, not delivered yet
+
+    def unsaved(self) -> int:
+        return self.in_memory
 
     def submit(self, transition) -> None:
         if self.error:
