@@ -112,7 +112,9 @@ class Daemon:
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
         self.history, self.models = history, models
-        self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services)
+        # a service that has filled a window is evicted only after every newcomer
+        self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services,
+                                      protect_after_samples=config.window_steps)
         self._connect = connect
         self._source: Source | None = None
         self._stopping = threading.Event()
