@@ -88,6 +88,12 @@ class HistorySink(Protocol):
     def append(self, buckets: list[Bucket]) -> int: ...
 
 
+class HintSink(Protocol):
+    """sentinel.rebuild_hints.RebuildHints: where a restart must begin its rebuild."""
+
+    def save(self, hints: dict[int, int]) -> None: ...
+
+
 class ModelSource(Protocol):
     """sentinel.hotswap.ModelWatcher: a verified model to swap in now, or None; never blocks."""
 
@@ -105,13 +111,14 @@ class Daemon:
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  systemd: SystemdNotifier | None = None,
-                 history: HistorySink | None = None, models: ModelSource | None = None) -> None:
+                 history: HistorySink | None = None, models: ModelSource | None = None,
+                 rebuild_hints: HintSink | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
         # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
         self.systemd = systemd or SystemdNotifier.from_environment()
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
-        self.history, self.models = history, models
+        self.history, self.models, self.rebuild_hints = history, models, rebuild_hints
         # a service that has filled a window is evicted only after every newcomer
         self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services,
                                       protect_after_samples=config.window_steps)
@@ -122,6 +129,8 @@ class Daemon:
         self._lag_due = 0.0
         self._trouble_logged_at: float | None = None
         self._hold_logged_at: float | None = None
+        self._poll_starts: dict[int, int] = {}  # partition -> first offset of this poll
+        self._episode_offsets: dict[str, tuple[int, int]] = {}  # firing: (partition, offset)
 
     def run(self) -> None:
         """Loop until `stop()`; then commit what was processed and close the consumer.
@@ -177,8 +186,10 @@ class Daemon:
         warmup: list[Sample] = []
         live: list[Sample] = []
         wall_ts = self.wall_clock()
+        self._poll_starts = {}
         for record in records:
             self._to_commit[record.partition] = record.offset + 1
+            self._poll_starts.setdefault(record.partition, record.offset)
             decoded = decode(record.value or b"", wall_ts, self.config.stream.max_future_seconds)
             if record.warmup:
                 self.telemetry.warmup.inc()
@@ -226,7 +237,18 @@ class Daemon:
         else:
             for transition in result.transitions:  # delivered before: taken over, not resent
                 self.notifier.adopt(transition)
+        self._note_episodes(result.transitions)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+
+    def _note_episodes(self, transitions: list[AlertTransition]) -> None:
+        """Where each firing episode began (sentinel.rebuild_hints): the poll's first offset
+        on the service's partition, at or before the record that fired it."""
+        for t in transitions:
+            partition = self.tracker.partition(t.service)
+            if t.state == "resolved":
+                self._episode_offsets.pop(t.service, None)
+            elif partition is not None and partition in self._poll_starts:
+                self._episode_offsets[t.service] = (partition, self._poll_starts[partition])
 
     def _swap_model(self) -> None:
         """Between two polls: take a newly promoted model the watcher loaded meanwhile."""
@@ -291,6 +313,11 @@ class Daemon:
                 self.notifier.unsaved())
             return
         self._hold_logged_at = None
+        if self.rebuild_hints is not None:  # before the commit that a restart starts from
+            hints: dict[int, int] = {}
+            for partition, offset in self._episode_offsets.values():
+                hints[partition] = min(offset, hints.get(partition, offset))
+            self.rebuild_hints.save(hints)
         offsets, self._to_commit = self._to_commit, {}
         try:
             self._source.commit(offsets)  # kept by the source and retried if this fails
@@ -327,6 +354,7 @@ class Daemon:
     def _drop(self, services: list[str]) -> None:
         for service in services:
             self.pipeline.drop(service)
+            self._episode_offsets.pop(service, None)
         self.tracker.forget(services)
         self.telemetry.forget_services(services)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))

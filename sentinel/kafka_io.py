@@ -44,6 +44,7 @@ BOOTSTRAP_TIMEOUT_SECONDS = 5.0  # a client that cannot reach any broker gives u
 # kafka-python backs reconnects off up to 30 s by default: a broker back from an outage
 # would wait up to that long for Sentinel. 2 s is a few connection attempts a minute.
 RECONNECT_BACKOFF_MAX_MS = 2000
+MAX_HINT_REBUILDS = 10  # a rebuild hint may extend the re-read to this many rebuild_messages
 DETAIL_MAX_CHARS = 500
 
 
@@ -73,9 +74,10 @@ class KafkaSource:
     """
 
     def __init__(self, config: KafkaConfig, on_revoked: Callable[[list[int]], None],
-                 on_assigned: Callable[[list[int]], None], auto_offset_reset: str = "earliest"
-                 ) -> None:
+                 on_assigned: Callable[[list[int]], None], auto_offset_reset: str = "earliest",
+                 rebuild_hint: Callable[[int], int | None] = lambda partition: None) -> None:
         self.config = config
+        self._rebuild_hint = rebuild_hint  # sentinel.rebuild_hints: firing episodes' start
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
         self._warmup_until: dict[int, int] = {}
@@ -189,7 +191,13 @@ class KafkaSource:
             else:
                 beginning = self._consumer.beginning_offsets(
                     [tp], timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000)).get(tp, 0) or 0
-                start = max(beginning, committed - self.config.rebuild_messages)
+                # from before the oldest alert episode still firing (sentinel.rebuild_hints),
+                # so that its replay knows it; at most MAX_HINT_REBUILDS x rebuild_messages
+                hint = self._rebuild_hint(partition)
+                rebuild = self.config.rebuild_messages
+                if hint is not None and committed - rebuild * MAX_HINT_REBUILDS <= hint < committed:
+                    rebuild += committed - hint
+                start = max(beginning, committed - rebuild)
                 self._warmup_until[partition] = committed
                 self._consumer.seek(tp, start)
                 log.info("partition %d assigned: rebuilding from offset %d, live from %d",

@@ -91,6 +91,10 @@ class ServiceTracker:
         for service in services:
             self._services.pop(service, None)
 
+    def partition(self, service: str) -> int | None:
+        entry = self._services.get(service)
+        return None if entry is None else entry.partition
+
     def is_silent(self, service: str) -> bool:
         entry = self._services.get(service)
         return entry is not None and entry.silent
