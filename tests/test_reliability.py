@@ -125,7 +125,7 @@ def test_a_30s_broker_outage_mid_stream_loses_no_sample_and_the_daemon_recovers(
             kafka_broker.create_topic("metrics", partitions=2)
             after = produce(kafka_broker.bootstrap, "metrics", keyed(STREAM[cut:]))
             wait_until(lambda: daemon.readiness()["code"] == 200
-                       and (s := daemon.scrape()) and outcomes(s) == before + after
+                       and (s := daemon.scrape()) and outcomes(s) >= before + after
                        and all_lag_zero(s, 2), 120,
                        lambda: f"recovery; log:\n{daemon.log_tail()}", 0.2)
             recovery_seconds = time.monotonic() - up_at
@@ -139,14 +139,21 @@ def test_a_30s_broker_outage_mid_stream_loses_no_sample_and_the_daemon_recovers(
     assert during and set(during) == {503}
     assert probes.readyz[-1][1] == 200
     assert {code for _, code in probes.healthz} == {200}  # liveness never failed
-    assert outcomes(scraped) == before + after == len(STREAM)  # produced = counted
+    # produced = counted (accepted + late + rejected), plus what was read twice: the records
+    # fetched just before the group noticed the restarted broker forgot it, whose commit
+    # then failed (at-least-once: at most one poll per partition)
+    reread = outcomes(scraped) - len(STREAM)
+    assert before + after == len(STREAM)
+    assert 0 <= reread <= 2 * config.kafka.max_poll_records
     assert scraped.get("sentinel_kafka_errors_total") > 0
     scored_after = {e["service"] for e in daemon.events("score")
                     if e["live"] and e["event_ts"] > STREAM[cut]["ts"]}
     assert scored_after == {s["service"] for s in STREAM}
     report("broker_outage", outage_s=OUTAGE_SECONDS, readyz_failed_after_s=round(noticed_seconds, 1),
            recovery_s=round(recovery_seconds, 1), produced=len(STREAM),
-           counted=int(outcomes(scraped)), healthz_probes=len(probes.healthz),
+           counted=int(outcomes(scraped)), reread=int(reread),
+           commit_failures=int(scraped.get("sentinel_commit_failures_total")),
+           healthz_probes=len(probes.healthz),
            healthz_failures=sum(code != 200 for _, code in probes.healthz),
            kafka_errors=int(scraped.get("sentinel_kafka_errors_total")))
 
