@@ -4,8 +4,8 @@
 
 A tansu broker on loopback, the daemon's App on a thread of this process (so the tf.function
 of the scorer can be asked how often it traced), and a producer thread sending one sample per
-service per 10 s step of event time, `--speed` steps of event time per wall second... scaled:
-`--speed 30` is 30 s of event time a second, i.e. `--services` x 3 samples a second. Every
+service per 10 s step of event time, `--speed` seconds of event time per wall second:
+`--speed 30` is 3 steps a second, i.e. `--services` x 3 samples a second. Every
 `--every` seconds it prints one JSON line: RSS, tracked services, lag, samples, windows
 scored, tf traces. At the end a summary: RSS after the warm-up (the first full window of
 every service) and at the end, bytes per tracked service (RSS after the warm-up minus RSS
