@@ -334,7 +334,8 @@ def owned_partitions(daemon: DaemonProcess) -> list[int]:
 
 
 def settled(live: list[DaemonProcess], partitions: int) -> list[list[int]]:
-    """Waits until the live replicas own every partition exactly once, for 1 s in a row."""
+    """Waits until the live replicas own every partition exactly once, each at least one,
+    for 1 s in a row (a joining replica may be left out of one round and join the next)."""
     history: list[tuple[float, list[list[int]]]] = []
 
     def check() -> list[list[int]] | None:
@@ -343,7 +344,7 @@ def settled(live: list[DaemonProcess], partitions: int) -> list[list[int]]:
         history.append((now, owned))
         flat = sorted(p for o in owned for p in o)
         recent = [o for t, o in history if t > now - 1.0]
-        if (flat == list(range(partitions)) and history[0][0] < now - 1.0
+        if (flat == list(range(partitions)) and all(owned) and history[0][0] < now - 1.0
                 and all(o == owned for o in recent)):
             return owned
         return None
@@ -389,7 +390,6 @@ def test_a_second_replica_joining_and_leaving_strands_no_partition_and_loses_not
             runs.append(b)
             b.wait_ready(60)  # it owns a partition
             after_rebalance("join", [a, b])
-            assert all(rebalances[-1]["owned"])  # both own some
             b.signal(leave)
             b.wait(15)
             after_rebalance(f"leave by {signal.Signals(leave).name}", [a])
