@@ -202,7 +202,7 @@ class StreamConfig:
     max_missing_fraction: float = 0.2  # a window with more missing steps is not scored
     max_future_seconds: float = 300.0  # samples further ahead of the wall clock are rejected
     silence_seconds: float = 60.0  # no sample for this long (wall clock): the service is "no data"
-    max_services: int = 10000  # tracked services; beyond it the longest-idle one is evicted
+    max_services: int = 10000  # tracked services; beyond it newcomers, then the longest idle, go
 
 
 @dataclass(frozen=True)

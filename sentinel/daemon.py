@@ -63,8 +63,12 @@ class Source(Protocol):
 
 
 class Notifier(Protocol):
-    """sentinel.sinks.Notifier: each call writes to local disk; OutboxError when it cannot."""
+    """sentinel.sinks.Notifier: each call writes to local disk. A delivery the disk refused is
+    kept in memory (`unsaved()`, `problem`); OutboxError only for anything else."""
 
+    problem: str | None
+
+    def unsaved(self) -> int: ...
     def submit(self, transition: AlertTransition) -> None: ...
     def adopt(self, transition: AlertTransition) -> None: ...
     def forget(self, services: list[str]) -> None: ...
@@ -84,6 +88,12 @@ class HistorySink(Protocol):
     def append(self, buckets: list[Bucket]) -> int: ...
 
 
+class HintSink(Protocol):
+    """sentinel.rebuild_hints.RebuildHints: where a restart must begin its rebuild."""
+
+    def save(self, hints: dict[int, int]) -> None: ...
+
+
 class ModelSource(Protocol):
     """sentinel.hotswap.ModelWatcher: a verified model to swap in now, or None; never blocks."""
 
@@ -101,20 +111,26 @@ class Daemon:
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  systemd: SystemdNotifier | None = None,
-                 history: HistorySink | None = None, models: ModelSource | None = None) -> None:
+                 history: HistorySink | None = None, models: ModelSource | None = None,
+                 rebuild_hints: HintSink | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
         # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
         self.systemd = systemd or SystemdNotifier.from_environment()
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
-        self.history, self.models = history, models
-        self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services)
+        self.history, self.models, self.rebuild_hints = history, models, rebuild_hints
+        # a service that has filled a window is evicted only after every newcomer
+        self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services,
+                                      protect_after_samples=config.window_steps)
         self._connect = connect
         self._source: Source | None = None
         self._stopping = threading.Event()
         self._to_commit: dict[int, int] = {}  # read and processed, not handed to commit yet
         self._lag_due = 0.0
         self._trouble_logged_at: float | None = None
+        self._hold_logged_at: float | None = None
+        self._poll_starts: dict[int, int] = {}  # partition -> first offset of this poll
+        self._episode_offsets: dict[str, tuple[int, int]] = {}  # firing: (partition, offset)
 
     def run(self) -> None:
         """Loop until `stop()`; then commit what was processed and close the consumer.
@@ -155,6 +171,7 @@ class Daemon:
         warmup, live = self._decode(records, now)
         self._process(warmup, live=False)
         self._process(live, live=True)
+        self.health.set_degraded("outbox", self.notifier.problem)  # alerts the disk refused
         self._sweep(now)
         self._commit()
         self._refresh_broker_facts(now)
@@ -169,8 +186,10 @@ class Daemon:
         warmup: list[Sample] = []
         live: list[Sample] = []
         wall_ts = self.wall_clock()
+        self._poll_starts = {}
         for record in records:
             self._to_commit[record.partition] = record.offset + 1
+            self._poll_starts.setdefault(record.partition, record.offset)
             decoded = decode(record.value or b"", wall_ts, self.config.stream.max_future_seconds)
             if record.warmup:
                 self.telemetry.warmup.inc()
@@ -218,7 +237,18 @@ class Daemon:
         else:
             for transition in result.transitions:  # delivered before: taken over, not resent
                 self.notifier.adopt(transition)
+        self._note_episodes(result.transitions)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+
+    def _note_episodes(self, transitions: list[AlertTransition]) -> None:
+        """Where each firing episode began (sentinel.rebuild_hints): the poll's first offset
+        on the service's partition, at or before the record that fired it."""
+        for t in transitions:
+            partition = self.tracker.partition(t.service)
+            if t.state == "resolved":
+                self._episode_offsets.pop(t.service, None)
+            elif partition is not None and partition in self._poll_starts:
+                self._episode_offsets[t.service] = (partition, self._poll_starts[partition])
 
     def _swap_model(self) -> None:
         """Between two polls: take a newly promoted model the watcher loaded meanwhile."""
@@ -274,6 +304,20 @@ class Daemon:
         if self.dead_letters is not None and not self.dead_letters.flush():
             log.warning("dead letters not acknowledged; offsets wait for the next batch")
             return
+        if self.notifier.unsaved():
+            # An alert the disk refused lives only in memory until delivered: committing now
+            # would lose it in a crash. Scoring goes on; the commit waits.
+            self._hold_logged_at = _log_sometimes(
+                self._hold_logged_at, self.clock(), "offsets wait: %d alert deliveries are "
+                "only in memory (the outbox cannot be written) until delivered",
+                self.notifier.unsaved())
+            return
+        self._hold_logged_at = None
+        if self.rebuild_hints is not None:  # before the commit that a restart starts from
+            hints: dict[int, int] = {}
+            for partition, offset in self._episode_offsets.values():
+                hints[partition] = min(offset, hints.get(partition, offset))
+            self.rebuild_hints.save(hints)
         offsets, self._to_commit = self._to_commit, {}
         try:
             self._source.commit(offsets)  # kept by the source and retried if this fails
@@ -310,6 +354,7 @@ class Daemon:
     def _drop(self, services: list[str]) -> None:
         for service in services:
             self.pipeline.drop(service)
+            self._episode_offsets.pop(service, None)
         self.tracker.forget(services)
         self.telemetry.forget_services(services)
         self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
@@ -339,3 +384,12 @@ def _log_transition(t: AlertTransition) -> None:
              t.episode_key, extra={"fields": {
                  "event": "alert", "state": t.state, "service": t.service, "risk": t.risk,
                  "event_ts": t.ts, "started_ts": t.started_ts, "episode": t.episode_key}})
+
+
+def _log_sometimes(logged_at: float | None, now: float, message: str, *args: object
+                   ) -> float | None:
+    """A warning at most once per LOG_EVERY_SECONDS; returns when it was last logged."""
+    if logged_at is not None and now - logged_at < LOG_EVERY_SECONDS:
+        return logged_at
+    log.warning(message, *args)
+    return now

@@ -254,7 +254,8 @@ class HistoryStore:
             self._fds[name] = fd
             self._sizes[name] = os.fstat(fd).st_size
             for old in sorted(self._fds)[:-OPEN_SEGMENTS]:
-                self._close(old)
+                if old != name:  # a late bucket may open an hour older than the open ones
+                    self._close(old)
         size = self._sizes[name]
         view = memoryview(data)
         try:

@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 
 REQUEST_TIMEOUT_SECONDS = 5.0  # bound on each blocking call: commit, committed, offsets
 BOOTSTRAP_TIMEOUT_SECONDS = 5.0  # a client that cannot reach any broker gives up this soon
+# kafka-python backs reconnects off up to 30 s by default: a broker back from an outage
+# would wait up to that long for Sentinel. 2 s is a few connection attempts a minute.
+RECONNECT_BACKOFF_MAX_MS = 2000
+MAX_HINT_REBUILDS = 10  # a rebuild hint may extend the re-read to this many rebuild_messages
 DETAIL_MAX_CHARS = 500
 
 
@@ -97,9 +101,11 @@ class KafkaSource:
 
     def __init__(self, config: KafkaConfig, on_revoked: Callable[[list[int]], None],
                  on_assigned: Callable[[list[int]], None], auto_offset_reset: str = "earliest",
-                 security: Mapping[str, Any] | None = None) -> None:
+                 security: Mapping[str, Any] | None = None,
+                 rebuild_hint: Callable[[int], int | None] = lambda partition: None) -> None:
         """`security`: `client_security(config)` (computed here when None)."""
         self.config = config
+        self._rebuild_hint = rebuild_hint  # sentinel.rebuild_hints: firing episodes' start
         self._on_revoked = on_revoked
         self._on_assigned = on_assigned
         self._warmup_until: dict[int, int] = {}
@@ -116,6 +122,7 @@ class KafkaSource:
                 heartbeat_interval_ms=max(100, session_ms // 3),
                 max_poll_interval_ms=int(config.max_poll_interval_seconds * 1000),
                 client_id=f"sentinel-{config.group_id}",
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                 bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
                 **(client_security(config) if security is None else security))
             self._consumer.subscribe(topics=[config.topic], listener=_Listener(self))
@@ -213,7 +220,13 @@ class KafkaSource:
             else:
                 beginning = self._consumer.beginning_offsets(
                     [tp], timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000)).get(tp, 0) or 0
-                start = max(beginning, committed - self.config.rebuild_messages)
+                # from before the oldest alert episode still firing (sentinel.rebuild_hints),
+                # so that its replay knows it; at most MAX_HINT_REBUILDS x rebuild_messages
+                hint = self._rebuild_hint(partition)
+                rebuild = self.config.rebuild_messages
+                if hint is not None and committed - rebuild * MAX_HINT_REBUILDS <= hint < committed:
+                    rebuild += committed - hint
+                start = max(beginning, committed - rebuild)
                 self._warmup_until[partition] = committed
                 self._consumer.seek(tp, start)
                 log.info("partition %d assigned: rebuilding from offset %d, live from %d",
@@ -304,6 +317,7 @@ class DeadLetters:
             try:
                 self._producer = KafkaProducer(
                     bootstrap_servers=list(self.bootstrap_servers), acks="all", linger_ms=20,
+                    reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                     bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
                     max_block_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),  # bounds send() too
                     **self._security)

@@ -36,6 +36,7 @@ from sentinel.hotswap import ModelWatcher
 from sentinel.kafka_io import DeadLetters, KafkaSource, client_security
 from sentinel.model import LoadedModel, load_model
 from sentinel.pipeline import Pipeline
+from sentinel.rebuild_hints import RebuildHints
 from sentinel.registry import ModelRegistry
 from sentinel.retrain import Retrainer
 from sentinel.sinks import Notifier
@@ -106,9 +107,13 @@ class App:
                                        config.kafka.dead_letter_topic, config.kafka.topic,
                                        security)
 
+        hints = RebuildHints(Path(config.state.dir) / "rebuild-hints.json", config.kafka.topic,
+                             config.kafka.group_id)
+
         def connect(on_revoked: Callable[[list[int]], None],
                     on_assigned: Callable[[list[int]], None]) -> KafkaSource:
-            return KafkaSource(config.kafka, on_revoked, on_assigned, security=security)
+            return KafkaSource(config.kafka, on_revoked, on_assigned, security=security,
+                               rebuild_hint=hints.get)
 
         models = ModelRegistry(config.model.path, config.model.keep_versions)
         watcher = ModelWatcher(models, config, model, registry)
@@ -117,7 +122,8 @@ class App:
         if config.retrain.enabled and history is not None:  # config: retrain needs history
             retrainer = Retrainer(config, models, history, lambda: watcher.serving, registry)
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
-                        wall_clock=wall_clock, history=history, models=watcher)
+                        wall_clock=wall_clock, history=history, models=watcher,
+                        rebuild_hints=hints)
         return cls(config, daemon, notifier, server, dead_letters, history, retrainer)
 
     def run(self) -> int:

@@ -12,8 +12,11 @@
     ['checkout']
 
 Silence is judged on the wall clock (`now` is the daemon's monotonic clock), not on event
-time: a service that stops sending has no event time to go by. The service least recently
-seen is evicted first; ordering by recency makes both checks cheap (the oldest come first).
+time: a service that stops sending has no event time to go by. Eviction takes *newcomers*
+first (services with fewer than `protect_after_samples` samples, e.g. less than a window),
+least recently seen first, and only then established services, least recently seen first:
+a flood of unknown service names (a bad deploy, an attack) must not push out the services
+whose windows took minutes to fill. Ordering by recency makes both checks cheap.
 """
 
 from __future__ import annotations
@@ -28,19 +31,23 @@ class _Seen:
     partition: int
     last_seen: float
     silent: bool = False
+    samples: int = 1
 
 
 class ServiceTracker:
-    def __init__(self, silence_seconds: float, max_services: int) -> None:
+    def __init__(self, silence_seconds: float, max_services: int,
+                 protect_after_samples: int = 1) -> None:
         self.silence_seconds = silence_seconds
         self.max_services = max_services
+        self.protect_after_samples = protect_after_samples
         self._services: OrderedDict[str, _Seen] = OrderedDict()  # least recently seen first
 
     def seen(self, service: str, partition: int, now: float) -> bool:
         """Record a sample of `service` read from `partition`; True if it was silent."""
         entry = self._services.pop(service, None)
         came_back = entry is not None and entry.silent
-        self._services[service] = _Seen(partition, now)
+        samples = 1 if entry is None else entry.samples + 1
+        self._services[service] = _Seen(partition, now, samples=samples)
         return came_back
 
     def went_silent(self, now: float) -> list[str]:
@@ -55,11 +62,25 @@ class ServiceTracker:
         return newly
 
     def evict(self) -> list[str]:
-        """Forget the least recently seen services beyond `max_services`; returns them."""
+        """Forget the services beyond `max_services`, newcomers first; returns them."""
+        over = len(self._services) - self.max_services
+        if over <= 0:
+            return []
         evicted = []
-        while len(self._services) > self.max_services:
-            service, _ = self._services.popitem(last=False)
-            evicted.append(service)
+        for service, entry in self._services.items():  # least recently seen first
+            if len(evicted) == over:
+                break
+            if entry.samples < self.protect_after_samples:
+                evicted.append(service)
+        if len(evicted) < over:  # not enough newcomers: established ones too
+            chosen = set(evicted)
+            for service in self._services:
+                if len(evicted) == over:
+                    break
+                if service not in chosen:
+                    evicted.append(service)
+        for service in evicted:
+            del self._services[service]
         return evicted
 
     def on_partitions(self, partitions: Iterable[int]) -> list[str]:
@@ -69,6 +90,10 @@ class ServiceTracker:
     def forget(self, services: Iterable[str]) -> None:
         for service in services:
             self._services.pop(service, None)
+
+    def partition(self, service: str) -> int | None:
+        entry = self._services.get(service)
+        return None if entry is None else entry.partition
 
     def is_silent(self, service: str) -> bool:
         entry = self._services.get(service)

@@ -62,7 +62,8 @@ class Telemetry:
                              "Services with windows in memory (at most stream.max_services)",
                              registry=r)
         self.evicted = Counter("sentinel_services_evicted_total",
-                               "Services dropped, longest idle first, to stay under max_services",
+                               "Services dropped to stay under max_services (newcomers first, then the "
+                               "longest idle)",
                                registry=r)
         self.no_data = Gauge("sentinel_service_no_data",
                              "1 while the service sent no sample for stream.silence (wall clock)",

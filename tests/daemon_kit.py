@@ -355,7 +355,10 @@ class DaemonProcess:
         out = []
         for line in self.log_path.read_text(errors="replace").splitlines():
             if line.startswith("{"):
-                doc = json.loads(line)
+                try:
+                    doc = json.loads(line)
+                except ValueError:  # being written, or torn by a SIGKILL
+                    continue
                 if doc.get("event") == event:
                     out.append(doc)
         return out

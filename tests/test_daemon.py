@@ -535,6 +535,11 @@ class FakeNotifier:
         self.adopted: list = []
         self.forgotten: list[str] = []
         self.error = error
+        self.problem: str | None = None  # what a real one says when its disk refuses
+        self.in_memory = 0  # deliveries the disk refused, not delivered yet
+
+    def unsaved(self) -> int:
+        return self.in_memory
 
     def submit(self, transition) -> None:
         if self.error:
@@ -682,17 +687,23 @@ def test_a_silent_service_is_no_data_and_its_stale_risk_is_withdrawn():
     assert loop.metric("sentinel_service_no_data", service="cart") == 0
 
 
-def test_beyond_max_services_the_longest_idle_one_is_evicted():
+def test_beyond_max_services_newcomers_are_evicted_first_then_the_longest_idle():
     loop = make_loop()
     loop.feed(*(rec(i, "cart", step=i) for i in range(5)))
     loop.clock.now += 1
     loop.feed(*(rec(5 + i, "checkout", step=i) for i in range(5)))
     loop.clock.now += 1
-    loop.feed(rec(10, "search", step=0))
+    loop.feed(rec(10, "search", step=0))  # less than a window: a newcomer goes first
 
     assert loop.metric("sentinel_services_evicted_total") == 1
     assert loop.metric("sentinel_services_tracked") == 2
-    assert loop.metric("sentinel_failure_risk", service="cart") is None
+    assert "search" not in loop.daemon.pipeline.windows
+    assert loop.metric("sentinel_failure_risk", service="cart") == 0.1
+
+    loop.clock.now += 1
+    loop.feed(*(rec(11 + i, "search", step=i) for i in range(5)))  # established too now
+    assert loop.metric("sentinel_services_evicted_total") == 2
+    assert loop.metric("sentinel_failure_risk", service="cart") is None  # the longest idle
     assert "cart" not in loop.daemon.pipeline.windows
     assert "checkout" in loop.daemon.pipeline.windows
 

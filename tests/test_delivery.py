@@ -564,20 +564,26 @@ def test_outbox_reloads_in_order_and_removes_half_written_files(tmp_path: Path) 
     assert [d.seq for d in reloaded.pending()] == [1, 2, 3, 4]
 
 
-def test_unwritable_outbox_is_a_sentinel_error(
-    make: Callable[..., Notifier], tmp_path: Path
+def test_an_unwritable_outbox_keeps_the_alert_in_memory_counts_it_and_still_delivers(
+    make: Callable[..., Notifier], registry: CollectorRegistry, tmp_path: Path
 ) -> None:
     notifier = make("http://127.0.0.1:9/alerts")
     outbox = tmp_path / "state" / "outbox"
     shutil.rmtree(outbox)
     outbox.write_text("not a directory")  # chmod would not stop root
 
-    with pytest.raises(OutboxError, match=r"state\.dir") as caught:
-        notifier.submit(FIRING)
-    assert isinstance(caught.value, SentinelError)
+    notifier.submit(FIRING)  # no exception: an alert must not wait for a disk
 
-    with pytest.raises(OutboxError):
-        make("http://127.0.0.1:9/alerts")  # nor can one start on it
+    assert notifier.unsaved() == 1 and len(notifier.outbox) == 1
+    assert "state.dir" in (notifier.problem or "")
+    assert registry.get_sample_value("sentinel_outbox_write_errors_total") == 1
+    assert registry.get_sample_value("sentinel_outbox_unsaved") == 1
+    notifier.outbox.remove(notifier.outbox.head("webhook0"))  # as a delivery does
+    assert notifier.unsaved() == 0
+
+    with pytest.raises(OutboxError, match=r"state\.dir") as caught:
+        make("http://127.0.0.1:9/alerts")  # but none starts on it
+    assert isinstance(caught.value, SentinelError)
 
 
 # --- Alertmanager ----------------------------------------------------------------------------

@@ -216,6 +216,11 @@ class ListSource:
 
 
 class NullNotifier:
+    problem = None
+
+    def unsaved(self) -> int:
+        return 0
+
     def submit(self, transition) -> None:
         pass
 

@@ -88,12 +88,12 @@ class AlertmanagerSink:
         if firing == self._firing:
             return
         document = {"firing": [transition_to_json(t) for t in firing.values()]}
+        self._firing = firing  # re-sent from memory even when the disk refuses the file
         try:
             write_atomic(self._path, encode(document))
         except OSError as exc:
             raise OutboxError(f"cannot write {self._path}: {exc}; check that state.dir "
                               f"is writable and has space") from exc
-        self._firing = firing
 
     def firing(self) -> list[AlertTransition]:
         with self._lock:

@@ -32,7 +32,7 @@ from sentinel.config import AlertingConfig
 from sentinel.secrets import mask_url
 from sentinel.sinks.alertmanager import AlertmanagerSink
 from sentinel.sinks.base import Request, Sink
-from sentinel.sinks.outbox import Delivery, Outbox
+from sentinel.sinks.outbox import Delivery, Outbox, OutboxError
 from sentinel.sinks.retry import backoff_seconds, classify, retry_after_seconds
 from sentinel.sinks.transport import HttpTransport, Post, TransportError
 from sentinel.sinks.webhook import WebhookSink
@@ -83,10 +83,12 @@ class Notifier:
                                            if sink.tls_context is not None})
         self.metrics = _Metrics(registry, [sink.name for sink in sinks])
         self.metrics.pending.set_function(lambda: len(self.outbox))
+        self.metrics.unsaved.set_function(self.outbox.unsaved)
         self.metrics.corrupt.inc(self.outbox.corrupt_total)
         self._workers = [_Worker(sink, self) for sink in sinks]
         self._stopping = threading.Event()
         self._submit_lock = threading.Lock()
+        self.sink_problem: str | None = None
         self._started = False
         self._drop_unknown_sinks()
 
@@ -101,28 +103,52 @@ class Notifier:
             worker.thread.start()
 
     def submit(self, transition: AlertTransition) -> None:
-        """Queue `transition` for every sink; it is durable when this returns.
+        """Queue `transition` for every sink; durable on return unless the disk refused it.
 
         Called on the consumer's thread; blocks only for local disk writes, never for the
-        network. Raises OutboxError when the outbox cannot be written: do not commit offsets
-        then. Submitting again after such an error may duplicate the deliveries to the sinks
-        that did get it; receivers drop duplicates by Idempotency-Key.
+        network; never raises for a disk error: the delivery is then kept in memory and
+        delivered all the same, counted in `sentinel_outbox_write_errors_total` and shown in
+        `problem`. Commit no offset while `unsaved()` is not 0: a crash would lose it.
         """
         with self._submit_lock:
             created_ts = self.wall_clock()
+            errors = self.outbox.write_errors
             for worker in self._workers:
-                worker.sink.record(transition)
+                try:
+                    worker.sink.record(transition)
+                except OutboxError as exc:  # the sink keeps its state in memory
+                    self.sink_problem = str(exc)
+                    self.metrics.write_errors.inc()
+                    log.error("%s: %s", worker.sink.name, exc)
+                else:
+                    self.sink_problem = None
                 for dropped in self.outbox.put(Delivery(worker.sink.name, transition, created_ts)):
                     self.metrics.deliveries.labels(dropped.sink, "dropped_overflow").inc()
                 worker.wake.set()
+            self.metrics.write_errors.inc(self.outbox.write_errors - errors)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the last alert could not be written to disk; None once a write succeeds."""
+        return self.outbox.problem or self.sink_problem
+
+    def unsaved(self) -> int:
+        """Pending deliveries kept only in memory (the disk refused them)."""
+        return self.outbox.unsaved()
 
     def adopt(self, transition: AlertTransition) -> None:
         """Let the sinks know of a transition that was delivered before, without delivering it
         again: the daemon replays a newly assigned partition and takes over its firing
-        alerts (the Alertmanager sink re-sends them from now on). Raises OutboxError."""
+        alerts (the Alertmanager sink re-sends them from now on). A disk error is logged
+        and counted (the sink keeps the transition in memory), not raised."""
         with self._submit_lock:
             for worker in self._workers:
-                worker.sink.record(transition)
+                try:
+                    worker.sink.record(transition)
+                except OutboxError as exc:
+                    self.sink_problem = str(exc)
+                    self.metrics.write_errors.inc()
+                    log.error("%s: %s", worker.sink.name, exc)
 
     def forget(self, services: Collection[str]) -> None:
         """This replica no longer tracks `services`: the sinks drop their state for them
@@ -181,6 +207,12 @@ class _Metrics:
             ["sink", "outcome"], registry=registry)
         self.pending = Gauge("sentinel_outbox_pending",
                              "Alert deliveries queued on disk, not yet delivered",
+                             registry=registry)
+        self.write_errors = Counter("sentinel_outbox_write_errors_total",
+                                    "Alert deliveries the disk refused (full, unwritable): kept "
+                                    "in memory, not crash-safe", registry=registry)
+        self.unsaved = Gauge("sentinel_outbox_unsaved",
+                             "Pending alert deliveries kept only in memory; offsets wait for them",
                              registry=registry)
         self.corrupt = Counter("sentinel_outbox_corrupt_total",
                                "Unreadable outbox files moved to outbox/corrupt/",

@@ -8,10 +8,14 @@
     >>> outbox.remove(outbox.head("webhook0"))
     True
 
-`put` returns only once the file is on disk (written to a temporary name, fsynced, renamed,
-directory fsynced): the daemon commits Kafka offsets after it returns, so a queued alert
-survives a crash at any instant. Removal is not fsynced: a removal lost in a crash means one
-more delivery, which the receiver dedupes by its Idempotency-Key (at-least-once).
+`put` returns once the file is on disk (written to a temporary name, fsynced, renamed,
+directory fsynced), so a queued alert survives a crash at any instant. When the disk
+refuses the write (full, read-only, the directory gone) the delivery is kept in memory
+instead and delivered all the same: an alert must not wait for a disk. It is *unsaved*
+(`unsaved()` counts them, `problem` says why) until it is delivered; the daemon commits no
+Kafka offset while one is, so a crash meanwhile re-reads the records and queues it again.
+Removal is not fsynced: a removal lost in a crash means one more delivery, which the
+receiver dedupes by its Idempotency-Key (at-least-once).
 
 Files are named by a sequence number, so a restart re-loads them in the order they were put.
 A file that cannot be parsed is moved to `corrupt/` and counted, never fatal.
@@ -25,6 +29,8 @@ import logging
 import os
 import re
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -107,10 +113,16 @@ def write_atomic(path: Path, data: bytes) -> None:
 class Outbox:
     """Pending deliveries of all sinks; thread-safe. At most `max_pending` are kept."""
 
-    def __init__(self, directory: str | Path, max_pending: int = 10000) -> None:
+    def __init__(self, directory: str | Path, max_pending: int = 10000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = Path(directory)
         self.max_pending = max_pending
         self.corrupt_total = 0  # files moved to corrupt/
+        self.write_errors = 0  # puts the disk refused (kept in memory instead)
+        self.problem: str | None = None  # the last write error, until a write succeeds
+        self.clock = clock
+        self._problem_logged_at: float | None = None
+        self._unsaved: set[int] = set()  # seqs of pending deliveries that have no file
         self._changed = threading.Condition()
         self._write_lock = threading.Lock()  # serialises puts: file order = sequence order
         self._pending: dict[int, Delivery] = {}  # seq -> delivery, oldest first
@@ -124,17 +136,24 @@ class Outbox:
     def put(self, delivery: Delivery) -> list[Delivery]:
         """Store `delivery` durably; returns the oldest deliveries dropped to make room.
 
-        Blocks for the disk writes (a few ms); raises OutboxError when the write fails.
+        Blocks for the disk writes (a few ms). Never raises: a delivery the disk refuses is
+        kept in memory (see `unsaved`, `problem`).
         """
         with self._write_lock:
             stored = replace(delivery, seq=self._next_seq)
             data = json.dumps(stored.to_json(), separators=(",", ":")).encode()
             try:
                 write_atomic(self._path(stored.seq), data)
+                saved = True
             except OSError as exc:
-                raise self._error("write to", exc) from exc
+                saved = False
+                self._write_failed(exc)
             self._next_seq += 1
             with self._changed:
+                if saved:
+                    self.problem = None
+                else:
+                    self._unsaved.add(stored.seq)
                 self._add(stored)
                 dropped = []
                 while len(self._pending) > self.max_pending:
@@ -145,6 +164,11 @@ class Outbox:
                             old.transition.episode_key, old.transition.service, old.sink)
                 self._unlink(old.seq)
             return dropped
+
+    def unsaved(self) -> int:
+        """Pending deliveries that are only in memory: the disk refused their file."""
+        with self._changed:
+            return len(self._unsaved)
 
     def head(self, sink: str) -> Delivery | None:
         """The oldest pending delivery of `sink`."""
@@ -224,10 +248,23 @@ class Outbox:
         del self._by_sink[delivery.sink][seq]
         return delivery
 
+    def _write_failed(self, exc: OSError) -> None:
+        self.write_errors += 1
+        self.problem = str(self._error("write to", exc))
+        now = self.clock()
+        if self._problem_logged_at is None or now - self._problem_logged_at >= 60.0:
+            log.error("%s (kept in memory and delivered; no offset is committed until it is; "
+                      "logged once a minute)", self.problem)
+            self._problem_logged_at = now
+
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}.json"
 
     def _unlink(self, seq: int) -> None:
+        with self._changed:
+            if seq in self._unsaved:  # never had a file
+                self._unsaved.discard(seq)
+                return
         try:
             self._path(seq).unlink(missing_ok=True)
         except OSError as exc:  # left behind, it is delivered again after a restart
