@@ -203,7 +203,7 @@ class Daemon:
             self.telemetry.batch_size.observe(result.batch_size)
         latest = {score.service: score for score in result.scores}
         for score in latest.values():
-            self.telemetry.risk.labels(score.service).set(score.risk)
+            self.telemetry.set_risk(score.service, score.risk)
         for score in result.scores if log.isEnabledFor(logging.DEBUG) else ():
             log.debug("scored service=%s ts=%d risk=%.4f", score.service, score.ts, score.risk,
                       extra={"fields": {"event": "score", "service": score.service,

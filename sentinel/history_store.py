@@ -85,6 +85,7 @@ class HistoryStore:
         self._sizes: dict[str, int] = {}
         self._first_ts: dict[str, int] = {}
         self._newest_ts: int | None = None
+        self._hour_names: dict[int, str] = {}  # strftime per bucket costs more than the write
         self._logged_at: float | None = None
         # the daemon's loop appends; the retrainer reads the span and sets segments aside
         self._lock = threading.RLock()
@@ -161,7 +162,14 @@ class HistoryStore:
                           separators=(",", ":"))
 
     def segment_name(self, ts: float) -> str:
-        return f"{time.strftime(HOUR_FORMAT, time.gmtime(ts))}-{self.replica}{SUFFIX}"
+        hour = int(ts // 3600)
+        name = self._hour_names.get(hour)
+        if name is None:
+            if len(self._hour_names) > 48:
+                self._hour_names.clear()
+            name = self._hour_names[hour] = (
+                f"{time.strftime(HOUR_FORMAT, time.gmtime(hour * 3600))}-{self.replica}{SUFFIX}")
+        return name
 
     def prune(self) -> None:
         """Retention: segments past `retention` (event time), then the oldest beyond max_bytes."""

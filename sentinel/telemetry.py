@@ -97,6 +97,7 @@ class Telemetry:
         self.broker_errors = Counter("sentinel_kafka_errors_total",
                                      "Kafka requests that failed (broker unreachable or refusing)",
                                      registry=r)
+        self._risk_series: dict[str, Gauge] = {}  # labels() costs a lock and a tuple per call
         for reason in REASONS:  # present from the start, so rate() and alerts see zeros
             self.rejected.labels(reason)
         for outcome in OUTCOMES:
@@ -120,9 +121,16 @@ class Telemetry:
         for partition, records in lag.items():
             self.lag.labels(str(partition)).set(records)
 
+    def set_risk(self, service: str, risk: float) -> None:
+        series = self._risk_series.get(service)
+        if series is None:
+            series = self._risk_series[service] = self.risk.labels(service)
+        series.set(risk)
+
     def forget_services(self, services: Iterable[str]) -> None:
         """Remove the per-service series of services no longer tracked here."""
         for service in services:
+            self._risk_series.pop(service, None)
             for gauge in (self.risk, self.no_data):
                 with contextlib.suppress(KeyError):  # never had the series
                     gauge.remove(service)
