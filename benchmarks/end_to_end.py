@@ -162,20 +162,23 @@ def main() -> None:
 
 
 def summarise(timeline: list[dict], fill_samples: int, total: int) -> dict:
-    """samples/s while windows fill and once every sample closes a scored window."""
+    """samples/s while windows fill (nothing scored yet) and once windows are scored."""
     def rate(rows: list[dict]) -> float | None:
         if len(rows) < 2 or rows[-1]["t"] == rows[0]["t"]:
             return None
         return round((rows[-1]["samples"] - rows[0]["samples"]) / (rows[-1]["t"] - rows[0]["t"]))
 
-    moving = [r for r in timeline if r["samples"] > 0]
-    filling = [r for r in moving if r["samples"] <= fill_samples]
-    scoring = [r for r in moving if r["samples"] > fill_samples]
-    done = scoring[-1]["samples"] >= total if scoring else False
+    end = next((i for i, r in enumerate(timeline) if r["samples"] >= total), len(timeline) - 1)
+    rows = [r for r in timeline[: end + 1] if r["samples"] > 0]
+    filling = [r for r in rows if r["scored"] == 0]
+    scoring = [r for r in rows if r["scored"] > 0]
     return {"fill_samples_per_s": rate(filling), "scoring_samples_per_s": rate(scoring),
+            "scoring_windows_per_s": round((scoring[-1]["scored"] - scoring[0]["scored"])
+                                           / (scoring[-1]["t"] - scoring[0]["t"]))
+            if len(scoring) > 1 else None,
             "windows_scored": timeline[-1]["scored"] if timeline else 0,
             "max_lag_scoring": max((r["lag"] for r in scoring), default=None),
-            "finished": done, "samples_expected": total}
+            "finished": bool(rows) and rows[-1]["samples"] >= total, "samples_expected": total}
 
 
 if __name__ == "__main__":

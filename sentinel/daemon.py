@@ -218,7 +218,7 @@ class Daemon:
         else:
             for transition in result.transitions:  # delivered before: taken over, not resent
                 self.notifier.adopt(transition)
-        self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+        self.telemetry.firing.set(self.pipeline.alerts.firing_count())
 
     def _swap_model(self) -> None:
         """Between two polls: take a newly promoted model the watcher loaded meanwhile."""
@@ -312,7 +312,7 @@ class Daemon:
             self.pipeline.drop(service)
         self.tracker.forget(services)
         self.telemetry.forget_services(services)
-        self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+        self.telemetry.firing.set(self.pipeline.alerts.firing_count())
         try:
             self.notifier.forget(services)  # e.g. stop re-sending their alerts to Alertmanager
         except OutboxError as exc:

@@ -225,7 +225,8 @@ class FastScorer:
     of the NumPy pass on two cores); ``"numpy"`` runs `forward`, in chunks of `chunk` windows
     that keep each step's state in the L2 cache. `threads` is ONNX Runtime's intra-op pool
     (default: one per core); its threads sleep between calls instead of spinning, which
-    would take the CPU from the decoding thread.
+    would take the CPU from the decoding thread, and it allocates without an arena (the
+    arena held on to ~90 MB after large batches, no faster in BENCHMARKS.md's runs).
     """
 
     def __init__(self, weights: LstmWeights, scaler: Scaler, config: Config,
@@ -242,6 +243,7 @@ class FastScorer:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.enable_cpu_mem_arena = False  # the arena kept ~90 MB at 2,000-window batches
             self._session = onnxruntime.InferenceSession(
                 to_onnx(weights, config.window_steps), options, providers=["CPUExecutionProvider"])
         elif self.runtime == "numpy":

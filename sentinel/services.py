@@ -38,9 +38,13 @@ class ServiceTracker:
 
     def seen(self, service: str, partition: int, now: float) -> bool:
         """Record a sample of `service` read from `partition`; True if it was silent."""
-        entry = self._services.pop(service, None)
-        came_back = entry is not None and entry.silent
-        self._services[service] = _Seen(partition, now)
+        entry = self._services.get(service)
+        if entry is None:
+            self._services[service] = _Seen(partition, now)
+            return False
+        came_back = entry.silent
+        entry.partition, entry.last_seen, entry.silent = partition, now, False
+        self._services.move_to_end(service)
         return came_back
 
     def went_silent(self, now: float) -> list[str]:
