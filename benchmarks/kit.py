@@ -28,10 +28,15 @@ BASE_CONFIG = ROOT / "config" / "sentinel.yaml"
 STEP_SECONDS = 10
 
 
-def write_model(out: Path, config_path: Path, risk_bias: float = 0.0) -> None:
-    """An untrained model of the config's shape saved as `sentinel train` would (scoring costs
+def write_model(out: Path, config_path: Path, fires_on: str | None = None) -> None:
+    """A model of the config's shape saved as `sentinel train` would, untrained (scoring costs
     the same whatever the weights). Runs in a child process so that only the benchmark's
-    helper, never the daemon, imports TensorFlow; `risk_bias` is added to the output's bias."""
+    helper, never the daemon, imports TensorFlow.
+
+    With `fires_on` (a feature name) the weights are set by hand instead: the risk is ~1 when
+    that feature's scaled value at the window's last step is above 0.25 and ~0 below it (one
+    unit per layer carries it, with the forget gate shut), so a benchmark decides which
+    services alert."""
     code = f"""
 import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import keras, numpy as np
@@ -42,7 +47,17 @@ from sentinel.model import build_model, save_model, schema_of
 config = load_config({str(config_path)!r})
 keras.utils.set_random_seed(0)
 model = build_model(config.window_steps, len(config.features), config.training.lstm_units)
-weights = model.get_weights(); weights[-1] = weights[-1] + {risk_bias!r}; model.set_weights(weights)
+fires_on = {fires_on!r}
+if fires_on:
+    k1, r1, b1, k2, r2, b2, dk, db = (np.zeros_like(w) for w in model.get_weights())
+    u1, u2 = config.training.lstm_units
+    feature = config.feature_names.index(fires_on)
+    for bias, u in ((b1, u1), (b2, u2)):  # input and output gates open, forget gate shut
+        bias[:u], bias[u: 2 * u], bias[3 * u:] = 10.0, -10.0, 10.0
+    k1[feature, 2 * u1], b1[2 * u1] = 20.0, -5.0  # candidate of unit 0: tanh(20 x - 5)
+    k2[0, 2 * u2] = 3.0
+    dk[0, 0] = 10.0
+    model.set_weights([k1, r1, b1, k2, r2, b2, dk, db])
 n = len(config.features)
 scaler = Scaler((0.0,) * n, (1.0,) * n)
 metadata = {{**schema_of(config), "metrics": list(tracked_metrics(config)),
@@ -80,9 +95,13 @@ def write_config(path: Path, *, bootstrap: str, topic: str, model_dir: Path, sta
     return path, f"http://127.0.0.1:{port}/metrics"
 
 
-def messages(services: range, first_step: int, steps: int, start_ts: int
-             ) -> Iterator[tuple[bytes, bytes]]:
-    """(key, value) of each service's sample, step after step, as a live stream arrives."""
+def messages(services: range, first_step: int, steps: int, start_ts: int, fail_period: int = 0,
+             fail_steps: int = 1) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of each service's sample, step after step, as a live stream arrives.
+
+    With `fail_period`, from `first_step` on, service i has an error rate of 0.5 at step k when
+    i % fail_period == ((k - first_step) // fail_steps) % fail_period: a new group of services
+    fails every `fail_steps` steps, for `fail_steps` steps."""
     rng = np.random.default_rng(first_step * 1_000_003 + services.start)
     n = len(services)
     base = rng.uniform(50, 5000, n)
@@ -93,6 +112,9 @@ def messages(services: range, first_step: int, steps: int, start_ts: int
         p99 = rng.uniform(40, 300, n)
         err = rng.uniform(0, 0.01, n)
         cpu = rng.uniform(0.2, 0.8, n)
+        if fail_period:
+            group = ((step - first_step) // fail_steps) % fail_period
+            err[np.asarray(services) % fail_period == group] = 0.5
         for j, key in enumerate(keys):
             yield key, (f'{{"service":"{key.decode()}","ts":{ts},"metrics":{{"qps":{qps[j]:.1f},'
                         f'"p99_ms":{p99[j]:.1f},"error_rate":{err[j]:.5f},"cpu":{cpu[j]:.3f}}}}}'
@@ -100,13 +122,20 @@ def messages(services: range, first_step: int, steps: int, start_ts: int
 
 
 def produce(bootstrap: str, topic: str, services: range, first_step: int, steps: int,
-            start_ts: int, rate: float = 0.0) -> int:
-    """Produce `steps` steps of `services`; `rate` > 0 paces it to that many samples/s."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024,
-                             acks=1)
+            start_ts: int, rate: float = 0.0, fail_period: int = 0, fail_steps: int = 1,
+            times_out: str | None = None) -> int:
+    """Produce `steps` steps of `services`; `rate` > 0 paces it to that many samples/s.
+
+    With `times_out`, the wall-clock time (time.time()) each sample was handed to the client
+    is saved there as a (steps, services) array (.npy)."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5 if rate else 20,
+                             batch_size=512 * 1024, acks=1)
     started, count = time.monotonic(), 0
-    for key, value in messages(services, first_step, steps, start_ts):
+    sent: list[float] = []
+    for key, value in messages(services, first_step, steps, start_ts, fail_period, fail_steps):
         producer.send(topic, key=key, value=value)
+        if times_out:
+            sent.append(time.time())
         count += 1
         if rate and count % 1000 == 0:
             ahead = count / rate - (time.monotonic() - started)
@@ -114,6 +143,8 @@ def produce(bootstrap: str, topic: str, services: range, first_step: int, steps:
                 time.sleep(ahead)
     producer.flush()
     producer.close()
+    if times_out:
+        np.save(times_out, np.array(sent).reshape(steps, len(services)))
     return count
 
 

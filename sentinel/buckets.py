@@ -42,8 +42,9 @@ class Bucket:
 
 @dataclass(slots=True)
 class _Open:
-    values: np.ndarray
-    value_ts: np.ndarray  # ts of the sample each value came from (merge rule)
+    # row 0: the values; row 1: the ts of the sample each value came from (merge rule).
+    # One array, not two: a service keeps (allowed lateness / step) + 1 of these open.
+    cells: np.ndarray
     n_samples: int = 0
 
 
@@ -90,15 +91,16 @@ class Bucketer:
         bucket = state.open.get(bucket_ts)
         if bucket is None:
             n = len(self.metrics)
-            bucket = state.open[bucket_ts] = _Open(np.full(n, np.nan), np.full(n, -np.inf))
+            bucket = state.open[bucket_ts] = _Open(np.array([[np.nan] * n, [-np.inf] * n]))
         bucket.n_samples += 1
         for name, value in sample.metrics.items():
             i = self._index.get(name)
             if i is None:
                 continue
-            old_ts = bucket.value_ts[i]
-            if sample.ts > old_ts or (sample.ts == old_ts and value > bucket.values[i]):
-                bucket.values[i], bucket.value_ts[i] = value, sample.ts
+            cells = bucket.cells
+            old_ts = cells[1, i]
+            if sample.ts > old_ts or (sample.ts == old_ts and value > cells[0, i]):
+                cells[0, i], cells[1, i] = value, sample.ts
         if sample.ts > state.max_ts:
             state.max_ts = sample.ts
             self._advanced[sample.service] = state
@@ -156,6 +158,6 @@ class Bucketer:
             if bucket is None:
                 closed.append(Bucket(service, state.next_ts, nan.copy(), 0))
             else:
-                closed.append(Bucket(service, state.next_ts, bucket.values, bucket.n_samples))
+                closed.append(Bucket(service, state.next_ts, bucket.cells[0], bucket.n_samples))
             state.next_ts += self.step_seconds
         return closed
