@@ -128,8 +128,12 @@ def main() -> None:
             time.sleep(5.0)  # the last deliveries
             m = scrape(metrics_url)
             figures["alerts_total"] = m.get("sentinel_alerts_total", 0)
-            figures["scoring_latency_s_avg"] = round(
+            # where the time goes: a poll's bucket/window/score work, and outbox -> delivered
+            figures["poll_processing_s_avg"] = round(
                 m["sentinel_scoring_latency_seconds_sum"] / m["sentinel_scoring_latency_seconds_count"], 4)
+            figures["outbox_to_delivered_s_avg"] = round(
+                m["sentinel_delivery_latency_seconds_sum"]
+                / max(1.0, m["sentinel_delivery_latency_seconds_count"]), 4)
         finally:
             daemon.terminate()
             daemon.wait(30)

@@ -8,7 +8,9 @@ and 10 s step (keyed by service) is produced into it: enough steps to fill every
 `--measure-steps` more, each of which closes one bucket and scores one window per service.
 Then `python -m sentinel run` (the shipped config; changes in kit.write_config) consumes it
 all: decode, buckets, windows, scoring, metrics, history store, commits. Its /metrics is
-scraped every second: samples counted, consumer lag, windows scored, RSS.
+scraped every `--scrape-every` seconds (default 5; Prometheus typically scrapes every 15 s, and
+each scrape renders one risk series per service in the daemon's process; `scrape_s` is how
+long one took): samples counted, consumer lag, windows scored, RSS.
 
 - `--rate 0` (default): everything is produced before the daemon starts, which then replays
   it as fast as it can. Reported: samples/s while windows fill (no scoring yet) and while
@@ -82,6 +84,9 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="live samples/s (0: replay)")
     parser.add_argument("--profile", type=int, default=0, help="py-spy seconds (0: none)")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument("--scrape-every", type=float, default=5.0,
+                        help="seconds between scrapes of /metrics (each costs the daemon CPU: "
+                             "one series per service)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sentinel-e2e-"))
     figures: dict = {"services": args.services, "partitions": args.partitions, "rate": args.rate,
@@ -115,15 +120,17 @@ def main() -> None:
         try:
             began = time.monotonic()
             while time.monotonic() - began < args.timeout:
-                time.sleep(1.0)
+                time.sleep(args.scrape_every)
                 if daemon.poll() is not None:
                     raise SystemExit(f"daemon exited {daemon.returncode}: "
                                      + (work / "daemon.log").read_text()[-3000:])
+                scrape_started = time.monotonic()
                 try:
                     m = scrape(metrics_url)
                 except OSError:
                     continue
                 row = {"t": round(time.monotonic() - began, 1),
+                       "scrape_s": round(time.monotonic() - scrape_started, 2),
                        "samples": int(m.get("sentinel_samples_total", 0)),
                        "lag": int(m.get("sentinel_consumer_lag", 0)),
                        "scored": int(m.get("sentinel_scoring_batch_size_sum", 0)),
