@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--extrapolate-days", type=float, default=None)
     args = parser.parse_args()
     config = load_config(args.config)
+    max_epochs = config.training.epochs  # as configured, before --epochs
     if args.epochs:
         config = replace(config, training=replace(config.training, epochs=args.epochs))
     fit_seconds = timed_fit()
@@ -86,8 +87,8 @@ def main() -> None:
             "other_seconds": round((trained - fit) * scale),
             "train_seconds_at_measured_epochs": round(per_epoch * summary["epochs"]
                                                       + (trained - fit) * scale),
-            "train_seconds_at_max_epochs": round(per_epoch * config.training.epochs
-                                                 + (trained - fit) * scale)}
+            "max_epochs": max_epochs,
+            "train_seconds_at_max_epochs": round(per_epoch * max_epochs + (trained - fit) * scale)}
     print(json.dumps(out))
 
 
