@@ -1,11 +1,13 @@
 """Scoring-loop latency with and without a retraining child running beside it.
 
     python benchmarks/retrain_latency.py [--services 200] [--polls 300] [--epochs 3]
+                                         [--runtime onnxruntime|numpy|tensorflow]
 
 The loop is the daemon's `Pipeline.process`: every poll brings one sample per service and
 closes one bucket each, so every poll is one batched model call over `--services` windows
 (an untrained model of the shipped config's shape: the cost does not depend on the
-weights), paced at `--interval`. First `--polls` polls alone; then the same loop while
+weights; scored by `--runtime`, by default what the daemon serves with), paced at
+`--interval`. First `--polls` polls alone; then the same loop while
 `python -m sentinel.retrain_child` (what a scheduled retraining run starts, with
 `retrain.threads` 1 and nice 10) trains on a simulated day of 6 services and grades the
 candidate. Prints p50/p99 of the per-poll latency of both phases as JSON.
@@ -29,6 +31,7 @@ import yaml
 
 from sentinel import simulate
 from sentinel.config import load_config
+from sentinel.fastlstm import FastScorer, LstmWeights, available_runtimes
 from sentinel.features import Scaler, tracked_metrics
 from sentinel.model import Scorer, build_model
 from sentinel.pipeline import Pipeline
@@ -78,11 +81,15 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.05, help="seconds between polls")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the training child")
     parser.add_argument("--threads", type=int, default=1, help="retrain.threads")
+    parser.add_argument("--runtime", default=available_runtimes()[0],
+                        choices=["tensorflow", *available_runtimes()])
     args = parser.parse_args()
     config = load_config(args.config)
     n_features = len(config.features)
     model = build_model(config.window_steps, n_features, config.training.lstm_units)
-    scorer = Scorer(model, Scaler((0.0,) * n_features, (1.0,) * n_features), config)
+    scaler = Scaler((0.0,) * n_features, (1.0,) * n_features)
+    scorer = (Scorer(model, scaler, config) if args.runtime == "tensorflow"
+              else FastScorer(LstmWeights.from_keras(model), scaler, config, args.runtime))
     pipeline = Pipeline(config, scorer)
     stream = polls(args.services, tracked_metrics(config), simulate.DEFAULT_START_TS)
     measure(pipeline, stream, config.window_steps + 5, 0.0)  # fill the windows, trace once
@@ -108,7 +115,9 @@ def main() -> None:
         child_seconds = time.monotonic() - started
     print(json.dumps({
         "services_per_poll": args.services, "interval_s": args.interval, "cpus": os.cpu_count(),
+        "runtime": args.runtime, "load_avg_1m": os.getloadavg()[0],
         "alone": figures(alone), "with_retrain": figures(during),
+        "p99_ratio": round(figures(during)["p99_ms"] / figures(alone)["p99_ms"], 2),
         "retrain_child_s": round(child_seconds, 1), "retrain_child_rc": child.returncode,
         "candidate_pr_auc": json.loads(out[-1])["candidate"]["pr_auc"] if child.returncode == 0
         and out else None}))

@@ -42,13 +42,15 @@ class Bucket:
 
 @dataclass(slots=True)
 class _Open:
-    values: np.ndarray
-    value_ts: np.ndarray  # ts of the sample each value came from (merge rule)
+    # row 0: the values; row 1: the ts of the sample each value came from (merge rule).
+    # One array, not two: a service keeps (allowed lateness / step) + 1 of these open.
+    cells: np.ndarray
     n_samples: int = 0
 
 
 @dataclass(slots=True)
 class _Service:
+    order: int  # when the service was first seen: close_ready's output order
     max_ts: float = -math.inf
     next_ts: int | None = None  # the oldest bucket not yet closed
     open: dict[int, _Open] = field(default_factory=dict)
@@ -65,12 +67,20 @@ class Bucketer:
         self.max_gap_steps = max_gap_steps
         self._index = {name: i for i, name in enumerate(metrics)}
         self._services: dict[str, _Service] = {}
+        self._created = 0
+        # Services whose watermark moved since the last close_ready: only they can have a
+        # bucket to close (an accepted sample's bucket ends after the watermark), so a poll
+        # costs what it touched, not the number of services tracked.
+        self._advanced: dict[str, _Service] = {}
 
     def align(self, ts: float) -> int:
         return int(ts // self.step_seconds) * self.step_seconds
 
     def add(self, sample: Sample) -> AddOutcome:
-        state = self._services.setdefault(sample.service, _Service())
+        state = self._services.get(sample.service)
+        if state is None:
+            state = self._services[sample.service] = _Service(self._created)
+            self._created += 1
         bucket_ts = self.align(sample.ts)
         # Late is judged against the watermark, not against what close_ready() happened to
         # close already, so the outcome does not depend on how the stream was cut into polls.
@@ -81,16 +91,19 @@ class Bucketer:
         bucket = state.open.get(bucket_ts)
         if bucket is None:
             n = len(self.metrics)
-            bucket = state.open[bucket_ts] = _Open(np.full(n, np.nan), np.full(n, -np.inf))
+            bucket = state.open[bucket_ts] = _Open(np.array([[np.nan] * n, [-np.inf] * n]))
         bucket.n_samples += 1
         for name, value in sample.metrics.items():
             i = self._index.get(name)
             if i is None:
                 continue
-            old_ts = bucket.value_ts[i]
-            if sample.ts > old_ts or (sample.ts == old_ts and value > bucket.values[i]):
-                bucket.values[i], bucket.value_ts[i] = value, sample.ts
-        state.max_ts = max(state.max_ts, sample.ts)
+            cells = bucket.cells
+            old_ts = cells[1, i]
+            if sample.ts > old_ts or (sample.ts == old_ts and value > cells[0, i]):
+                cells[0, i], cells[1, i] = value, sample.ts
+        if sample.ts > state.max_ts:
+            state.max_ts = sample.ts
+            self._advanced[sample.service] = state
         return "accepted"
 
     def lateness_seconds(self, sample: Sample) -> float:
@@ -104,7 +117,9 @@ class Bucketer:
     def close_ready(self) -> list[Bucket]:
         """Buckets whose end has passed their service's watermark, per service in ts order."""
         closed: list[Bucket] = []
-        for service, state in self._services.items():
+        advanced = sorted(self._advanced.items(), key=lambda item: item[1].order)
+        self._advanced.clear()
+        for service, state in advanced:
             watermark = state.max_ts - self.allowed_lateness_seconds
             closed.extend(self._close(service, state, until=watermark))
         return closed
@@ -112,6 +127,7 @@ class Bucketer:
     def flush(self) -> list[Bucket]:
         """Close every open bucket (end of a replay, or shutdown)."""
         closed: list[Bucket] = []
+        self._advanced.clear()
         for service, state in self._services.items():
             closed.extend(self._close(service, state, until=math.inf))
         return closed
@@ -119,6 +135,7 @@ class Bucketer:
     def drop(self, service: str) -> None:
         """Forget a service (partition revoked, or evicted as idle)."""
         self._services.pop(service, None)
+        self._advanced.pop(service, None)
 
     @property
     def services(self) -> list[str]:
@@ -141,6 +158,6 @@ class Bucketer:
             if bucket is None:
                 closed.append(Bucket(service, state.next_ts, nan.copy(), 0))
             else:
-                closed.append(Bucket(service, state.next_ts, bucket.values, bucket.n_samples))
+                closed.append(Bucket(service, state.next_ts, bucket.cells[0], bucket.n_samples))
             state.next_ts += self.step_seconds
         return closed

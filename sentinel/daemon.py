@@ -222,7 +222,7 @@ class Daemon:
             self.telemetry.batch_size.observe(result.batch_size)
         latest = {score.service: score for score in result.scores}
         for score in latest.values():
-            self.telemetry.risk.labels(score.service).set(score.risk)
+            self.telemetry.set_risk(score.service, score.risk)
         for score in result.scores if log.isEnabledFor(logging.DEBUG) else ():
             log.debug("scored service=%s ts=%d risk=%.4f", score.service, score.ts, score.risk,
                       extra={"fields": {"event": "score", "service": score.service,
@@ -238,7 +238,7 @@ class Daemon:
             for transition in result.transitions:  # delivered before: taken over, not resent
                 self.notifier.adopt(transition)
         self._note_episodes(result.transitions)
-        self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+        self.telemetry.firing.set(self.pipeline.alerts.firing_count())
 
     def _note_episodes(self, transitions: list[AlertTransition]) -> None:
         """Where each firing episode began (sentinel.rebuild_hints): the poll's first offset
@@ -357,7 +357,7 @@ class Daemon:
             self._episode_offsets.pop(service, None)
         self.tracker.forget(services)
         self.telemetry.forget_services(services)
-        self.telemetry.firing.set(len(self.pipeline.alerts.firing()))
+        self.telemetry.firing.set(self.pipeline.alerts.firing_count())
         try:
             self.notifier.forget(services)  # e.g. stop re-sending their alerts to Alertmanager
         except OutboxError as exc:

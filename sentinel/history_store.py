@@ -85,6 +85,8 @@ class HistoryStore:
         self._sizes: dict[str, int] = {}
         self._first_ts: dict[str, int] = {}
         self._newest_ts: int | None = None
+        self._quoted_metrics = [json.dumps(name) for name in self.metrics]
+        self._hour_names: dict[int, str] = {}  # strftime per bucket costs more than the write
         self._logged_at: float | None = None
         # the daemon's loop appends; the retrainer reads the span and sets segments aside
         self._lock = threading.RLock()
@@ -152,16 +154,25 @@ class HistoryStore:
         return written
 
     def encode(self, bucket: Bucket) -> str | None:
-        """The sample line of a bucket (finite values only); None for an empty step."""
-        metrics = {name: float(v) for name, v in zip(self.metrics, bucket.values, strict=True)
-                   if math.isfinite(v)}
+        """The sample line of a bucket (finite values only); None for an empty step.
+
+        Written by hand for speed, byte for byte what ``json.dumps(..., separators=(",", ":"))``
+        writes: names and the service JSON-quoted, floats by `repr`."""
+        metrics = ",".join(f"{quoted}:{float(v)!r}" for quoted, v in zip(
+            self._quoted_metrics, bucket.values.tolist(), strict=True) if math.isfinite(v))
         if not metrics:
             return None
-        return json.dumps({"service": bucket.service, "ts": int(bucket.ts), "metrics": metrics},
-                          separators=(",", ":"))
+        return f'{{"service":{json.dumps(bucket.service)},"ts":{int(bucket.ts)},"metrics":{{{metrics}}}}}'
 
     def segment_name(self, ts: float) -> str:
-        return f"{time.strftime(HOUR_FORMAT, time.gmtime(ts))}-{self.replica}{SUFFIX}"
+        hour = int(ts // 3600)
+        name = self._hour_names.get(hour)
+        if name is None:
+            if len(self._hour_names) > 48:
+                self._hour_names.clear()
+            name = self._hour_names[hour] = (
+                f"{time.strftime(HOUR_FORMAT, time.gmtime(hour * 3600))}-{self.replica}{SUFFIX}")
+        return name
 
     def prune(self) -> None:
         """Retention: segments past `retention` (event time), then the oldest beyond max_bytes."""

@@ -3,8 +3,10 @@
 A model directory holds ``model.weights.h5`` (weights only), ``scaler.json``,
 ``metadata.json`` (feature names and order with their transforms, step, window, horizon,
 training range, validation figures, version) and ``checksums.json`` (SHA-256 of the three).
-The architecture lives in `build_model`; loading builds it from code and reads weights
-into it, so nothing from the artifact is ever executed. Loading refuses a directory whose
+The architecture lives in `build_model`; loading reads the weights as plain arrays (h5py)
+into that architecture, so nothing from the artifact is ever executed. Serving uses
+`sentinel.fastlstm.FastScorer` (ONNX Runtime or NumPy: no TensorFlow in the daemon);
+``runtime="tensorflow"`` loads into the Keras model instead, the reference. Loading refuses a directory whose
 checksums or metadata do not match, with a message that says what differs.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from sentinel.config import AlertingConfig, Config
 from sentinel.errors import ModelError
+from sentinel.fastlstm import FastScorer, read_weights
 from sentinel.features import Scaler, transform
 
 FORMAT_VERSION = 1
@@ -66,6 +69,8 @@ class Scorer:
     of any size reuse it; `model.predict` per window costs ~50 ms of Python overhead each.
     """
 
+    runtime = "tensorflow"
+
     def __init__(self, keras_model: Any, scaler: Scaler, config: Config) -> None:
         import tensorflow as tf
 
@@ -93,7 +98,7 @@ class Scorer:
 class LoadedModel:
     path: Path
     metadata: dict[str, Any]
-    scorer: Scorer
+    scorer: Scorer | FastScorer
 
     @property
     def version(self) -> str:
@@ -176,17 +181,27 @@ def verify_artifact(path: Path, config: Config) -> dict[str, Any]:
     return metadata
 
 
-def load_model(path: str | Path, config: Config) -> LoadedModel:
+def load_model(path: str | Path, config: Config, runtime: str | None = None) -> LoadedModel:
+    """Verify and load an artifact; `runtime` is "onnxruntime" or "numpy" (FastScorer; default:
+    the fastest installed) or "tensorflow" (the Keras model, the reference)."""
     path = Path(path)
     metadata = verify_artifact(path, config)
     try:
         scaler = Scaler.from_json(json.loads((path / SCALER).read_text()))
         units = tuple(metadata["lstm_units"])
-        keras_model = build_model(config.window_steps, len(config.features), (units[0], units[1]))
-        keras_model.load_weights(path / WEIGHTS)
+        units = (int(units[0]), int(units[1]))
+        if runtime == "tensorflow":
+            keras_model = build_model(config.window_steps, len(config.features), units)
+            keras_model.load_weights(path / WEIGHTS)
+        else:
+            weights = read_weights(path / WEIGHTS, len(config.features), units)
+    except ModelError as exc:
+        raise ModelError(f"model {path}: {exc}") from exc
     except Exception as exc:  # h5py/keras raise a zoo of types for a bad file
         raise ModelError(f"model {path}: cannot load weights or scaler: {exc}") from exc
     if len(scaler.mean) != len(config.features):
         raise ModelError(f"model {path}: scaler has {len(scaler.mean)} features, "
                          f"config has {len(config.features)}")
-    return LoadedModel(path, metadata, Scorer(keras_model, scaler, config))
+    if runtime == "tensorflow":
+        return LoadedModel(path, metadata, Scorer(keras_model, scaler, config))
+    return LoadedModel(path, metadata, FastScorer(weights, scaler, config, runtime))

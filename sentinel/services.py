@@ -44,10 +44,14 @@ class ServiceTracker:
 
     def seen(self, service: str, partition: int, now: float) -> bool:
         """Record a sample of `service` read from `partition`; True if it was silent."""
-        entry = self._services.pop(service, None)
-        came_back = entry is not None and entry.silent
-        samples = 1 if entry is None else entry.samples + 1
-        self._services[service] = _Seen(partition, now, samples=samples)
+        entry = self._services.get(service)
+        if entry is None:
+            self._services[service] = _Seen(partition, now)
+            return False
+        came_back = entry.silent
+        entry.partition, entry.last_seen, entry.silent = partition, now, False
+        entry.samples += 1
+        self._services.move_to_end(service)
         return came_back
 
     def went_silent(self, now: float) -> list[str]:

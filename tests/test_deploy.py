@@ -645,6 +645,9 @@ def scenario(model_registry: Path, model_dir: Path,
         prometheus = PrometheusServer(tmp, f"127.0.0.1:{daemon.port}")
         stack.append(prometheus)
         daemon.wait_ready(60)
+        # The daemon scores phase 1 within a second and its services go silent 3 s later (their
+        # risk series go away): Prometheus must be scraping it before the stream starts.
+        wait_until(lambda: prometheus.query("up == 1"), 20, "Prometheus's first scrape of Sentinel")
 
         # Phase 1: up to just after the episode fires (its bucket closed by the watermark).
         margin = 2 * config.step_seconds + config.stream.allowed_lateness_seconds
