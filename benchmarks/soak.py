@@ -2,14 +2,17 @@
 
     python benchmarks/soak.py [--minutes 3] [--services 300] [--speed 30] [--model DIR]
 
-A tansu broker on loopback, the daemon's App on a thread of this process (so the tf.function
-of the scorer can be asked how often it traced), and a producer thread sending one sample per
-service per 10 s step of event time, `--speed` seconds of event time per wall second:
-`--speed 30` is 3 steps a second, i.e. `--services` x 3 samples a second. Every
-`--every` seconds it prints one JSON line: RSS, tracked services, lag, samples, windows
-scored, tf traces. At the end a summary: RSS after the warm-up (the first full window of
-every service) and at the end, bytes per tracked service (RSS after the warm-up minus RSS
+A tansu broker on loopback, the daemon's App on a thread of this process, and a producer
+thread sending one sample per service per 10 s step of event time, `--speed` seconds of event
+time per wall second: `--speed 30` is 3 steps a second, i.e. `--services` x 3 samples a
+second. Every `--every` seconds it prints one JSON line: RSS, tracked services, lag, samples,
+windows scored, tf traces. At the end a summary: RSS after the warm-up (the first full window
+of every service) and at the end, bytes per tracked service (RSS after the warm-up minus RSS
 before the first sample, over the services), RSS growth after the warm-up, traces, max lag.
+
+Retracing: with `--runtime tensorflow` the scorer's tf.function is asked how often it traced;
+the default serving runtime (ONNX Runtime) builds its graph once when the model loads, so
+there is nothing to retrace and the traces are null.
 
 Run longer with `--minutes 60` (or more); `--services 2000` for a bigger replica. Without
 `--model` a small model is trained first (tests/daemon_kit.train_small_model, ~30 s).
@@ -39,6 +42,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from daemon_kit import train_small_model, write_config  # noqa: E402
 
 from sentinel.localbroker import TansuBroker  # noqa: E402
+from sentinel.model import Scorer, load_model  # noqa: E402
 from sentinel.runner import App  # noqa: E402
 
 STEP_SECONDS = 10
@@ -79,6 +83,8 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--every", type=float, default=10.0, help="seconds between samples")
     parser.add_argument("--model", type=Path, help="a model directory (default: train one)")
+    parser.add_argument("--runtime", choices=["onnxruntime", "numpy", "tensorflow"],
+                        help="serving runtime (default: the daemon's, the fastest installed)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="sentinel-soak-") as tmp_name, \
@@ -92,6 +98,8 @@ def main() -> None:
                                  threshold=threshold)
         registry = CollectorRegistry()
         app = App.create(config, registry)
+        if args.runtime:
+            app.daemon.pipeline.model = load_model(model_dir, config, args.runtime).scorer
         scorer = app.daemon.pipeline.model
         thread = threading.Thread(target=app.run, daemon=True)
         thread.start()
@@ -103,7 +111,9 @@ def main() -> None:
             return sum(metric("sentinel_consumer_lag", partition=str(p))
                        for p in range(args.partitions))
 
-        def traces() -> int:
+        def traces() -> int | None:
+            if not isinstance(scorer, Scorer):
+                return None  # ONNX Runtime / NumPy: a fixed graph, nothing to retrace
             return int(scorer._call.experimental_get_tracing_count())
 
         while not app.daemon.health.readiness()[0]:
@@ -145,6 +155,7 @@ def main() -> None:
         "rss_end_mib": rows[-1]["rss_mib"],
         "rss_growth_after_warmup_mib": round(rows[-1]["rss_mib"] - (rss_warm or 0) / 2**20, 1),
         "bytes_per_tracked_service": round(((rss_warm or 0) - rss_before) / max(1, tracked)),
+        "runtime": scorer.runtime,
         "tf_traces_after_warmup": (traces() - traces_warm) if traces_warm is not None else None,
         "tf_traces_total": traces(),
         "max_lag_after_warmup": max((r["lag"] for r in after_warm), default=None),
