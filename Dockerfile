@@ -3,7 +3,9 @@
 # Build stage: a virtual environment with Sentinel and its wheels (TensorFlow CPU, ...).
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-RUN python -m venv /opt/sentinel
+# setuptools: the venv's bundled 65.5 has known CVEs (docs/security.md)
+RUN python -m venv /opt/sentinel \
+    && /opt/sentinel/bin/pip install --no-cache-dir 'setuptools>=78.1.1'
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY sentinel ./sentinel
