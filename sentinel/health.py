@@ -35,11 +35,12 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from sentinel.config import MetricsConfig
 from sentinel.errors import SentinelError
 from sentinel.secrets import Secret, read_secret
+from sentinel.telemetry import exposition
 from sentinel.tls import server_context
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,7 @@ def _handler(registry: CollectorRegistry, state: HealthState, auth: BasicAuth | 
                 self.wfile.write(body)
                 return
             if path == "/metrics":
-                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                self._send(200, exposition(registry), CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):
                 ok, body = state.liveness() if path == "/healthz" else state.readiness()
                 self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")

@@ -41,7 +41,7 @@ from daemon_kit import (
     wait_until,
     write_config,
 )
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from sentinel import simulate
 from sentinel.alerts import AlertTransition
@@ -52,7 +52,7 @@ from sentinel.health import HealthServer, HealthState
 from sentinel.kafka_io import DeadLetters, KafkaUnavailable, Record
 from sentinel.pipeline import Pipeline
 from sentinel.sinks import Notifier, OutboxError
-from sentinel.telemetry import Telemetry
+from sentinel.telemetry import Telemetry, exposition
 
 
 @pytest.fixture
@@ -758,3 +758,23 @@ def test_health_endpoints_answer_json_and_serve_the_registry():
         assert http_get(server.port, "/nope")[0] == 404
     finally:
         server.stop()
+
+
+def test_the_risk_series_is_written_as_prometheus_client_would_write_it():
+    """/metrics writes sentinel_failure_risk itself (it is 100,000 series at scale): the same
+    lines as generate_latest, label values escaped, numpy floats and odd values included."""
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry)
+    telemetry.samples.inc(2)
+    odd_names = ['quo"te', "back\\slash", "new\nline", "ünï ☃", "cart"]
+    for i, (service, risk) in enumerate(zip(odd_names, [0.25, 1.0, 0.0, 1e-7, 0.5], strict=True)):
+        telemetry.set_risk(service, np.float64(risk) if i % 2 else risk)
+    telemetry.set_risk("outside", 2e9)  # never from the model; still formatted like Go
+    fast, reference = exposition(registry), generate_latest(registry)
+    assert sorted(fast.splitlines()) == sorted(reference.splitlines())
+    assert b'sentinel_failure_risk{service="quo\\"te"} 0.25' in fast
+    assert b'sentinel_failure_risk{service="new\\nline"} 0.0' in fast
+    assert fast.count(b"# TYPE sentinel_failure_risk gauge") == 1
+    assert registry.get_sample_value("sentinel_failure_risk", {"service": "cart"}) == 0.5
+    telemetry.forget_services([*odd_names, "outside"])
+    assert b"sentinel_failure_risk{" not in exposition(registry)
