@@ -11,6 +11,11 @@ Policy (docs/security.md):
 - NOT AUDITED, exit 0: no vulnerability service answered (no network, or a registry
   mirror without PyPI's JSON API). CI says so loudly instead of failing for it.
 
+Where pip-audit's services do not answer but PyPI's package JSON does (some registry proxies
+serve /pypi/<name>/json but not /pypi/<name>/<version>/json, which pip-audit needs), the
+locked versions that are PyPI's latest release are audited from that JSON's
+`vulnerabilities` (the latest release's advisories); the others are reported not audited.
+
 The ignore file: one vulnerability id (or alias, e.g. a CVE) per line, then its reason;
 `#` starts a comment. An entry without a reason is an error.
 """
@@ -22,6 +27,9 @@ import json
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +38,7 @@ LOCK = ROOT / "requirements.lock"
 IGNORE = ROOT / ".ci" / "pip-audit-ignore.txt"
 SERVICES = ("pypi", "osv")  # tried in order until one answers
 TIMEOUT_SECONDS = 300
+PYPI_JSON = "https://pypi.org/pypi/{name}/json"
 
 
 @dataclass
@@ -101,6 +110,39 @@ def run_pip_audit(service: str, lock: Path) -> tuple[dict | None, str]:
         return None, f"{service}: pip-audit exited {done.returncode}: {tail[0][:300]}"
 
 
+def fetch_pypi_json(name: str) -> dict:
+    with urllib.request.urlopen(PYPI_JSON.format(name=name), timeout=20) as response:
+        return json.load(response)
+
+
+def latest_release_report(lock: Path, fetch: Callable[[str], dict] = fetch_pypi_json) -> dict:
+    """A pip-audit-shaped report from PyPI's package JSON: the pins that are the latest
+    release get that release's advisories; the others are skipped with the reason."""
+    dependencies = []
+    for line in lock.read_text().splitlines():
+        name, sep, version = line.split("#", 1)[0].strip().partition("==")
+        if not sep:
+            continue
+        try:
+            doc = fetch(name)
+        except (OSError, ValueError, urllib.error.URLError) as exc:
+            dependencies.append({"name": name, "skip_reason": f"PyPI JSON: {exc}"})
+            continue
+        latest = doc.get("info", {}).get("version")
+        if latest != version:
+            dependencies.append({"name": name, "skip_reason": f"{version} is not PyPI's latest "
+                                 f"release ({latest}): its advisories are not in the package JSON"})
+            continue
+        if "vulnerabilities" not in doc:
+            dependencies.append({"name": name, "skip_reason": "no vulnerability data in PyPI JSON"})
+            continue
+        vulns = [{"id": v["id"], "aliases": v.get("aliases") or [],
+                  "fix_versions": v.get("fixed_in") or []}
+                 for v in doc.get("vulnerabilities") or [] if not v.get("withdrawn")]
+        dependencies.append({"name": name, "version": version, "vulns": vulns})
+    return {"dependencies": dependencies}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lock", type=Path, default=LOCK)
@@ -116,6 +158,13 @@ def main() -> int:
         problems.append(problem or f"{service}: no dependency could be looked up "
                         f"({(verdict.skipped if verdict else ['?'])[0]})")
     else:
+        service = "pypi-latest"  # PyPI's package JSON, for the pins that are the latest release
+        report = latest_release_report(args.lock)
+        verdict = evaluate(report, ignores)
+        if not verdict.reached_service:
+            problems.append(f"{service}: no dependency could be looked up "
+                            f"({(verdict.skipped or ['?'])[0]})")
+    if not verdict or not verdict.reached_service:
         print("pip-audit: NOT AUDITED - no vulnerability service answered:")
         for problem in problems:
             print(f"  {problem}")

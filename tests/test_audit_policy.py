@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from audit_deps import evaluate, read_ignores
+from audit_deps import evaluate, latest_release_report, read_ignores
 
 REPORT = {"dependencies": [
     {"name": "pyyaml", "version": "6.0.4", "vulns": []},
@@ -56,3 +56,30 @@ def test_the_shipped_ignore_file_parses() -> None:
     ignore = Path(__file__).resolve().parents[1] / ".ci" / "pip-audit-ignore.txt"
 
     read_ignores(ignore.read_text())
+
+
+def test_pins_that_are_the_latest_release_are_audited_from_pypis_package_json(tmp_path) -> None:
+    lock = tmp_path / "requirements.lock"
+    lock.write_text("# pinned\nkeras==3.15.1\nnumpy==2.4.6\npyyaml==6.0.4\nmirror-only==1.0\n"
+                    "stripped==2.0\n")
+    pypi = {
+        "keras": {"info": {"version": "3.15.1"}, "vulnerabilities": [
+            {"id": "GHSA-aaaa", "aliases": ["CVE-2026-1"], "fixed_in": [], "withdrawn": None},
+            {"id": "GHSA-bbbb", "aliases": [], "fixed_in": ["3.15.0"], "withdrawn": "2026-01-01"}]},
+        "numpy": {"info": {"version": "2.5.5"}, "vulnerabilities": []},
+        "pyyaml": {"info": {"version": "6.0.4"}, "vulnerabilities": []},
+        "stripped": {"info": {"version": "2.0"}},  # a proxy that drops the field
+    }
+
+    def fetch(name: str) -> dict:
+        if name not in pypi:
+            raise OSError("HTTP Error 404: Not Found")
+        return pypi[name]
+
+    verdict = evaluate(latest_release_report(lock, fetch), {})
+
+    assert verdict.audited == 2  # keras and pyyaml: the latest releases
+    assert verdict.unfixed == ["keras==3.15.1: GHSA-aaaa / CVE-2026-1: no fixed version yet"]
+    assert verdict.failing == []  # the withdrawn advisory does not count
+    assert [line.split(":")[0] for line in verdict.skipped] == ["numpy", "mirror-only", "stripped"]
+    assert "not PyPI's latest release (2.5.5)" in verdict.skipped[0]
