@@ -27,6 +27,7 @@ import json
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -115,13 +116,18 @@ def fetch_pypi_json(name: str) -> dict:
         return json.load(response)
 
 
-def latest_release_report(lock: Path, fetch: Callable[[str], dict] = fetch_pypi_json) -> dict:
+def latest_release_report(lock: Path, fetch: Callable[[str], dict] = fetch_pypi_json,
+                          budget_seconds: float = 120.0) -> dict:
     """A pip-audit-shaped report from PyPI's package JSON: the pins that are the latest
     release get that release's advisories; the others are skipped with the reason."""
     dependencies = []
+    deadline = time.monotonic() + budget_seconds  # a network that swallows requests
     for line in lock.read_text().splitlines():
         name, sep, version = line.split("#", 1)[0].strip().partition("==")
         if not sep:
+            continue
+        if time.monotonic() > deadline:
+            dependencies.append({"name": name, "skip_reason": f"over {budget_seconds:.0f} s"})
             continue
         try:
             doc = fetch(name)
