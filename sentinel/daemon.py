@@ -56,7 +56,8 @@ class Source(Protocol):
     """What the loop needs from Kafka (sentinel.kafka_io.KafkaSource); all may block."""
 
     def poll(self) -> list[Record]: ...
-    def commit(self, next_offsets: dict[int, int]) -> None: ...
+    def commit(self, next_offsets: dict[int, int], hints: dict[int, int] | None = None
+               ) -> None: ...
     def assignment(self) -> list[int]: ...
     def lag(self) -> dict[int, int]: ...
     def close(self) -> None: ...
@@ -313,14 +314,14 @@ class Daemon:
                 self.notifier.unsaved())
             return
         self._hold_logged_at = None
+        hints: dict[int, int] = {}  # where each partition's oldest firing episode began
+        for partition, offset in self._episode_offsets.values():
+            hints[partition] = min(offset, hints.get(partition, offset))
         if self.rebuild_hints is not None:  # before the commit that a restart starts from
-            hints: dict[int, int] = {}
-            for partition, offset in self._episode_offsets.values():
-                hints[partition] = min(offset, hints.get(partition, offset))
             self.rebuild_hints.save(hints)
         offsets, self._to_commit = self._to_commit, {}
         try:
-            self._source.commit(offsets)  # kept by the source and retried if this fails
+            self._source.commit(offsets, hints)  # kept by the source and retried if this fails
         except KafkaUnavailable as exc:
             self.telemetry.commit_failures.inc()
             self._broker_trouble(exc)

@@ -13,6 +13,12 @@ records below c as *warm-up*: the daemon feeds them through the pipeline to refi
 and alert state, but their alert transitions were delivered before c was committed, so they
 are not sent again.
 
+Episodes older than that range: the daemon passes `commit` the offset at which each
+partition's oldest firing episode began, and it travels with the committed offset as its
+metadata (``{"rebuild_from": N}``), where any replica that is assigned the partition next
+finds it, not only this one (its own copy is sentinel.rebuild_hints, in `state.dir`). A
+broker that drops commit metadata (tansu 0.6 does) leaves the local copy only.
+
 Why the rebalance work is split in two: kafka-python 3 runs rebalance listeners on its IO
 thread, where any blocking consumer call (``committed``, ``beginning_offsets``, ``commit``)
 raises "Cannot block on net.run() from the IO thread". So the listener only pauses newly
@@ -87,6 +93,35 @@ class Record:
     warmup: bool  # re-read only to rebuild state after an assignment
 
 
+def rebuild_start(committed: int, beginning: int, rebuild_messages: int,
+                  hints: list[int | None]) -> int:
+    """Where a newly assigned partition's rebuild begins: `rebuild_messages` before the
+    committed offset or, to know the oldest alert episode still firing, before the earliest
+    usable hint (this replica's file, the commit's metadata) — at most MAX_HINT_REBUILDS x
+    `rebuild_messages` back; a hint at or past the committed offset is stale.
+
+        >>> rebuild_start(10_000, 0, 2000, [None, 5000])
+        3000
+    """
+    oldest = committed - rebuild_messages * MAX_HINT_REBUILDS
+    usable = [h for h in hints if h is not None and oldest <= h < committed]
+    rebuild = rebuild_messages + (committed - min(usable) if usable else 0)
+    return max(beginning, committed - rebuild)
+
+
+def hint_metadata(hint: int | None) -> str:
+    return "" if hint is None else json.dumps({"rebuild_from": hint})
+
+
+def metadata_hint(metadata: str | None) -> int | None:
+    """The hint in a committed offset's metadata; None for none, or another writer's text."""
+    try:
+        value = json.loads(metadata or "{}").get("rebuild_from")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class KafkaSource:
     """Consumes `config.topic` in group `config.group_id`; commits only what it is told to.
 
@@ -111,6 +146,7 @@ class KafkaSource:
         self._warmup_until: dict[int, int] = {}
         self._to_position: set[int] = set()  # assigned and paused, warm-up not set up yet
         self._uncommitted: dict[int, int] = {}  # handed to commit() and not confirmed yet
+        self._hints: dict[int, int] = {}  # the last hints handed to commit()
         session_ms = int(config.session_timeout_seconds * 1000)
         try:
             self._consumer = KafkaConsumer(
@@ -147,12 +183,17 @@ class KafkaSource:
                         for r in items]
         return records
 
-    def commit(self, next_offsets: dict[int, int]) -> None:
+    def commit(self, next_offsets: dict[int, int], hints: Mapping[int, int] | None = None
+               ) -> None:
         """Commit, per partition, the offset of the next record to read (blocks).
 
-        Offsets that fail to commit are kept and tried again with the next call, and before
-        their partition is revoked.
+        `hints`: partition -> offset where its oldest firing episode began (the committed
+        offset's metadata, for whichever replica rebuilds the partition next); None keeps
+        the last ones. Offsets that fail to commit are kept and tried again with the next
+        call, and before their partition is revoked.
         """
+        if hints is not None:
+            self._hints = dict(hints)
         self._uncommitted.update(next_offsets)
         if not self._uncommitted:
             return
@@ -201,7 +242,8 @@ class KafkaSource:
             log.warning("closing the Kafka consumer failed: %s", exc)
 
     def _kafka_offsets(self, offsets: dict[int, int]) -> dict[TopicPartition, OffsetAndMetadata]:
-        return {TopicPartition(self.config.topic, p): OffsetAndMetadata(o, "", -1)
+        return {TopicPartition(self.config.topic, p):
+                OffsetAndMetadata(o, hint_metadata(self._hints.get(p)), -1)
                 for p, o in offsets.items()}
 
     def _position_assigned(self) -> None:
@@ -214,19 +256,17 @@ class KafkaSource:
             if tp not in self._consumer.assignment():  # revoked again meanwhile
                 self._to_position.discard(partition)
                 continue
-            committed = self._consumer.committed(tp, timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000))
-            if committed is None or self.config.rebuild_messages == 0:
+            found = self._consumer.committed(tp, metadata=True,
+                                             timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000))
+            if found is None or self.config.rebuild_messages == 0:
                 self._warmup_until.pop(partition, None)
             else:
+                committed = found.offset
                 beginning = self._consumer.beginning_offsets(
                     [tp], timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000)).get(tp, 0) or 0
-                # from before the oldest alert episode still firing (sentinel.rebuild_hints),
-                # so that its replay knows it; at most MAX_HINT_REBUILDS x rebuild_messages
-                hint = self._rebuild_hint(partition)
-                rebuild = self.config.rebuild_messages
-                if hint is not None and committed - rebuild * MAX_HINT_REBUILDS <= hint < committed:
-                    rebuild += committed - hint
-                start = max(beginning, committed - rebuild)
+                start = rebuild_start(committed, beginning, self.config.rebuild_messages,
+                                      [self._rebuild_hint(partition),
+                                       metadata_hint(found.metadata)])
                 self._warmup_until[partition] = committed
                 self._consumer.seek(tp, start)
                 log.info("partition %d assigned: rebuilding from offset %d, live from %d",

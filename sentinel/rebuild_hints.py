@@ -14,7 +14,8 @@ restart rebuilds from `min(committed, hint) - rebuild_messages`: the replay then
 same episode at the same step (same key), and its resolve goes out as it would have.
 
 The file is local (`state.dir`): it serves a restart of the same replica (a crash, a
-deploy). A replica taking a partition over from another has no hint for it; there the
+deploy). For a replica taking a partition over from another, the same offset travels as the
+committed offset's metadata (sentinel.kafka_io); where the broker drops that metadata, the
 documented limit of `rebuild_messages` still holds. Writes happen only when a hint changes
 (alert transitions are rare) and never raise: without the file a restart rebuilds as before.
 """

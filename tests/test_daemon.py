@@ -507,6 +507,7 @@ class FakeSource:
     def __init__(self) -> None:
         self.polls: list[list[Record]] = []
         self.committed: dict[int, int] = {}
+        self.hints: dict[int, int] = {}  # as KafkaSource puts them in the commit's metadata
         self.assigned = [0, 1]
         self.lag_error: KafkaUnavailable | None = None
         self.on_revoked = self.on_assigned = None
@@ -514,8 +515,10 @@ class FakeSource:
     def poll(self) -> list[Record]:
         return self.polls.pop(0) if self.polls else []
 
-    def commit(self, next_offsets: dict[int, int]) -> None:
+    def commit(self, next_offsets: dict[int, int], hints: dict[int, int] | None = None) -> None:
         self.committed.update(next_offsets)
+        if hints is not None:
+            self.hints = dict(hints)
 
     def assignment(self) -> list[int]:
         return self.assigned

@@ -732,6 +732,33 @@ def test_an_oversized_message_is_rejected_before_it_is_parsed(make, monkeypatch)
 
 # --- alert episodes across restarts ----------------------------------------------------------
 
+@pytest.mark.parametrize(("committed", "hints", "start"), [
+    (10_000, [None, None], 8_000),       # no hint: rebuild_messages back
+    (10_000, [5_000, None], 3_000),      # this replica's file
+    (10_000, [None, 5_000], 3_000),      # the commit's metadata: a replica taking over
+    (10_000, [7_000, 5_000], 3_000),     # both: the older
+    (10_000, [None, 10_000], 8_000),     # at/after the committed offset: stale
+    (30_000, [None, 5_000], 28_000),     # beyond MAX_HINT_REBUILDS x rebuild_messages
+    (1_500, [None, 1_000], 0),           # never before the log's beginning
+])
+def test_a_rebuild_starts_before_the_oldest_hint_within_bounds(committed, hints, start):
+    from sentinel.kafka_io import rebuild_start
+
+    assert rebuild_start(committed, 0, 2000, hints) == start
+
+
+@pytest.mark.parametrize(("metadata", "hint"), [
+    ('{"rebuild_from": 18250}', 18250), ("", None), (None, None),
+    ("written by another tool", None), ('{"rebuild_from": "3"}', None), ("[1]", None),
+    ('{"rebuild_from": true}', None),
+])
+def test_the_hint_in_a_commits_metadata_is_read_back_or_ignored(metadata, hint):
+    from sentinel.kafka_io import hint_metadata, metadata_hint
+
+    assert metadata_hint(metadata) == hint
+    assert metadata_hint(hint_metadata(18250)) == 18250 and hint_metadata(None) == ""
+
+
 def test_where_a_firing_episode_began_is_saved_for_a_restart_and_dropped_once_resolved(tmp_path):
     """Found by the SIGKILL test: an episode older than `kafka.rebuild_messages` was unknown
     after a restart, so its resolve was never sent (the receiver kept it firing) and the
@@ -752,10 +779,11 @@ def test_where_a_firing_episode_began_is_saved_for_a_restart_and_dropped_once_re
     loop.feed(*(rec(i) for i in range(3, 6)))  # fires in the poll that starts at offset 3
     assert [t.state for t in loop.notifier.submitted] == ["firing"]
     assert saved() == 3
+    assert loop.source.hints == {0: 3}  # and with the commit, for another replica
     loop.feed(rec(6))  # still firing: the hint stays where the episode began
-    assert saved() == 3
+    assert saved() == 3 and loop.source.hints == {0: 3}
     loop.model.risk = 0.1
     loop.feed(rec(7), rec(8))
     assert [t.state for t in loop.notifier.submitted] == ["firing", "resolved"]
-    assert saved() is None
+    assert saved() is None and loop.source.hints == {}
     assert RebuildHints(tmp_path / "hints.json", "other-topic", "sentinel").get(0) is None

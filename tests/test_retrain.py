@@ -202,7 +202,7 @@ class ListSource:
     def poll(self) -> list[Record]:
         return self.polls.pop(0) if self.polls else []
 
-    def commit(self, next_offsets: dict[int, int]) -> None:
+    def commit(self, next_offsets: dict[int, int], hints: dict[int, int] | None = None) -> None:
         self.committed.update(next_offsets)
 
     def assignment(self) -> list[int]:
