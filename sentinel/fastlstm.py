@@ -218,7 +218,31 @@ def available_runtimes() -> tuple[str, ...]:
     return ("onnxruntime", "numpy")
 
 
-class FastScorer:
+def as_risk(raw: np.ndarray) -> np.ndarray:
+    """A model's outputs as risks: float64, NaN as 0, within [0, 1]."""
+    return np.clip(np.nan_to_num(raw.astype(np.float64), nan=0.0), 0.0, 1.0)
+
+
+class WindowScorer:
+    """What every scorer shares: raw windows -> scaled input -> risks. Subclasses set
+    `config`, `scaler` and `runtime` and implement `score_prepared`."""
+
+    config: Config
+    scaler: Scaler
+    runtime: str
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        """Raw windows (n, steps, n_metrics) -> scaled model input (n, steps, n_features)."""
+        return self.scaler.apply(transform(windows, self.config.features))
+
+    def score_prepared(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        return self.score_prepared(self.prepare(windows))
+
+
+class FastScorer(WindowScorer):
     """`sentinel.model.Scorer`'s interface without TensorFlow: ONNX Runtime, or NumPy.
 
     ``runtime="onnxruntime"`` runs `to_onnx`'s graph (2-4x the windows/s of TensorFlow and
@@ -254,10 +278,6 @@ class FastScorer:
         else:
             raise ValueError(f"runtime must be one of {available_runtimes()}, got: {runtime!r}")
 
-    def prepare(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, steps, n_metrics) -> scaled model input (n, steps, n_features)."""
-        return self.scaler.apply(transform(windows, self.config.features))
-
     def score_prepared(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0)
@@ -268,7 +288,5 @@ class FastScorer:
         else:
             risk = np.concatenate([_forward(self._prepared, x[i: i + self.chunk])
                                    for i in range(0, len(x), self.chunk)])
-        return np.clip(np.nan_to_num(risk.astype(np.float64), nan=0.0), 0.0, 1.0)
+        return as_risk(risk)
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        return self.score_prepared(self.prepare(windows))

@@ -27,8 +27,8 @@ import numpy as np
 
 from sentinel.config import AlertingConfig, Config
 from sentinel.errors import ModelError
-from sentinel.fastlstm import FastScorer, read_weights
-from sentinel.features import Scaler, transform
+from sentinel.fastlstm import FastScorer, WindowScorer, as_risk, read_weights
+from sentinel.features import Scaler
 
 FORMAT_VERSION = 1
 WEIGHTS, SCALER = "model.weights.h5", "scaler.json"
@@ -62,7 +62,7 @@ def schema_of(config: Config) -> dict[str, Any]:
     }
 
 
-class Scorer:
+class Scorer(WindowScorer):
     """One compiled inference call for a whole batch of windows.
 
     The graph is traced once for input shape (None, window_steps, n_features), so batches
@@ -80,25 +80,17 @@ class Scorer:
         self._call = tf.function(lambda x: keras_model(x, training=False),
                                  input_signature=[spec], reduce_retracing=True)
 
-    def prepare(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, steps, n_metrics) -> scaled model input (n, steps, n_features)."""
-        return self.scaler.apply(transform(windows, self.config.features))
-
     def score_prepared(self, x: np.ndarray) -> np.ndarray:
         if len(x) == 0:
             return np.zeros(0)
-        risk = self._call(x).numpy().reshape(-1).astype(np.float64)
-        return np.clip(np.nan_to_num(risk, nan=0.0), 0.0, 1.0)
-
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        return self.score_prepared(self.prepare(windows))
+        return as_risk(self._call(x).numpy().reshape(-1))
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     path: Path
     metadata: dict[str, Any]
-    scorer: Scorer | FastScorer
+    scorer: WindowScorer
 
     @property
     def version(self) -> str:

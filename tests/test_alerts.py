@@ -144,8 +144,9 @@ def test_services_are_independent() -> None:
     assert m.observe("pay", T0 + STEP, 0.9) is None
 
     assert cart is not None and cart.service == "cart"
-    assert m.firing() == {"cart": T0 + STEP}
+    assert m.firing() == {"cart": T0 + STEP} and m.firing_count() == 1
 
     m.drop("cart")
-    assert m.firing() == {}
+    assert m.firing() == {} and m.firing_count() == 0
     assert m.observe("pay", T0 + 2 * STEP, 0.9) is not None
+    assert m.firing() == {"pay": T0 + 2 * STEP} and m.firing_count() == 1

@@ -44,28 +44,34 @@ def _tls_config(broker: SecuredBroker, ca_file: Path, topic: str = "metrics") ->
 
 def test_consumer_and_dead_letter_producer_work_over_verified_tls(
         tls_broker: SecuredBroker, pki: Pki) -> None:
-    config = _tls_config(tls_broker, pki.ca_file)
+    records = _round_trip(_tls_config(tls_broker, pki.ca_file),
+                          [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}'])
+
+    assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert tls_broker.proxy.handshakes >= 2  # producer and consumer both came in over TLS
+    assert tls_broker.proxy.failed_handshakes == 0
+
+
+def _round_trip(config: KafkaConfig, values: list[bytes]) -> list[Record]:
+    """Produce `values` with the dead-letter producer (it doubles as these tests' secured
+    producer), then consume them with a KafkaSource and commit; both with `config`'s security."""
     security = client_security(config)
-    letters = DeadLetters(config.bootstrap_servers, "metrics", "upstream", security)
-    for offset in range(3):  # the dead-letter producer doubles as this test's TLS producer
-        letters.send(Record(0, offset, b"checkout", b'{"n": %d}' % offset, False), "test", "")
+    letters = DeadLetters(config.bootstrap_servers, config.topic, "upstream", security)
+    for offset, value in enumerate(values):
+        letters.send(Record(0, offset, b"checkout", value, False), "test", "")
     assert letters.flush(10.0)
     letters.close()
-
     source = KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None,
                          security=security)
     try:
         records: list[Record] = []
         deadline = time.monotonic() + 20
-        while len(records) < 3 and time.monotonic() < deadline:
+        while len(records) < len(values) and time.monotonic() < deadline:
             records += source.poll()
         source.commit({0: records[-1].offset + 1} if records else {})
     finally:
         source.close()
-
-    assert [r.value for r in records] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
-    assert tls_broker.proxy.handshakes >= 2  # producer and consumer both came in over TLS
-    assert tls_broker.proxy.failed_handshakes == 0
+    return records
 
 
 def test_broker_certificate_from_another_ca_is_refused(tls_broker: SecuredBroker, pki: Pki) -> None:
@@ -95,20 +101,7 @@ def test_sasl_login_with_the_password_from_its_file(
         config = replace(_sasl_config(tmp_path, mechanism, protocol, str(pki.ca_file)),
                          bootstrap_servers=(broker.tls_bootstrap,), topic="metrics",
                          group_id="sasl", poll_timeout_seconds=0.2, session_timeout_seconds=2.0)
-        security = client_security(config)
-        letters = DeadLetters(config.bootstrap_servers, "metrics", "upstream", security)
-        letters.send(Record(0, 0, b"checkout", b"{}", False), "test", "")
-        assert letters.flush(10.0)
-        letters.close()
-        source = KafkaSource(config, on_revoked=lambda p: None, on_assigned=lambda p: None,
-                             security=security)
-        try:
-            records: list[Record] = []
-            deadline = time.monotonic() + 20
-            while not records and time.monotonic() < deadline:
-                records += source.poll()
-        finally:
-            source.close()
+        records = _round_trip(config, [b"{}"])
 
     assert [r.value for r in records] == [b"{}"]
     assert broker.proxy.logins and set(broker.proxy.logins) == {("sentinel", True)}
