@@ -4,8 +4,9 @@
     >>> m.observe("cart", 0, 0.9) is None, m.observe("cart", 10, 0.8).state
     (True, 'firing')
 
-Per service: *fire* when risk >= threshold for `for_steps` consecutive scored steps;
-*resolve* when risk < resolve_threshold for `resolve_steps` consecutive scored steps (the gap
+Per service: *fire* when risk >= threshold for `for_steps` consecutive scored steps (default:
+30 s worth, at least one step); *resolve* when risk < resolve_threshold for `resolve_steps`
+consecutive scored steps (default: 60 s worth, at least one step; the gap
 between the two thresholds is the hysteresis); after a resolve, no new firing for
 `cooldown_seconds`. Consecutive means adjacent on the step grid: a skipped (unscored) step
 restarts the count. Time is the event time of the window, passed in.
@@ -14,6 +15,7 @@ restarts the count. Time is the event time of the window, passed in.
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
@@ -53,12 +55,31 @@ class ServiceAlertState(NamedTuple):
 _INITIAL = ServiceAlertState()
 
 
+FOR_SECONDS = 30.0  # default for-duration of a firing: 3 steps of 10 s, 1 step of 5 min
+RESOLVE_SECONDS = 60.0  # default below-threshold duration of a resolve
+
+
+def steps_for(configured: int | None, seconds: float, step_seconds: int) -> int:
+    """`for_steps`/`resolve_steps` as configured, else the default duration in steps (>= 1)."""
+    return configured if configured is not None else max(1, math.ceil(seconds / step_seconds))
+
+
 class AlertMachine:
     def __init__(self, config: AlertingConfig, step_seconds: int) -> None:
-        self.config = config
         self.step_seconds = step_seconds
+        self.config = config
         self.states: dict[str, ServiceAlertState] = {}
         self._firing: set[str] = set()
+
+    @property
+    def config(self) -> AlertingConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: AlertingConfig) -> None:
+        self._config = config
+        self.for_steps = steps_for(config.for_steps, FOR_SECONDS, self.step_seconds)
+        self.resolve_steps = steps_for(config.resolve_steps, RESOLVE_SECONDS, self.step_seconds)
 
     def observe(self, service: str, ts: int, risk: float) -> AlertTransition | None:
         state = self.states.get(service, _INITIAL)
@@ -71,13 +92,13 @@ class AlertMachine:
         if firing_since is None:
             armed = risk >= self.config.threshold and ts >= quiet_until
             streak = streak + 1 if armed else 0
-            if streak >= self.config.for_steps:
+            if streak >= self.for_steps:
                 firing_since, streak = ts, 0
                 transition = AlertTransition(service, "firing", ts, risk, ts)
                 self._firing.add(service)
         else:
             streak = streak + 1 if risk < self.config.resolve_threshold else 0
-            if streak >= self.config.resolve_steps:
+            if streak >= self.resolve_steps:
                 transition = AlertTransition(service, "resolved", ts, risk, firing_since)
                 firing_since, quiet_until, streak = None, ts + int(self.config.cooldown_seconds), 0
                 self._firing.discard(service)

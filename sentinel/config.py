@@ -27,7 +27,7 @@ from sentinel.errors import ConfigError
 from sentinel.secrets import SecretSource, env_name, mask_url
 
 Op = Literal[">", ">=", "<", "<=", "==", "!="]
-Transform = Literal["none", "log1p", "log"]
+Transform = Literal["auto", "none", "log1p", "log"]
 Center = Literal["none", "window"]
 RetrainMetric = Literal["pr_auc", "early_recall"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -38,15 +38,17 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 class FeatureSpec:
     """One model input, in model input order.
 
-    `transform` is applied first (``log1p`` for quantities spanning orders of magnitude,
-    ``log`` = log(x + 1e-4) for small rates such as an error rate, where 0.002 -> 0.006 matters),
-    then `center: window` subtracts the window's own mean of the transformed value, so a
-    service with 50 qps and one with 50,000 qps look alike to the model; last comes the
-    global standardisation fitted on training data.
+    `transform` is applied first: ``auto`` (the default) decides from the training data,
+    giving a signed log scale to a heavy-tailed feature (traffic spanning 10 to 100,000 qps,
+    a latency that explodes) and leaving a bounded one linear; ``log1p`` and ``log`` =
+    log(x + 1e-4) force a log scale, ``none`` forbids it. Then `center: window` subtracts
+    the window's own mean of the transformed value. The model also sees each feature's
+    deviation from its window's median, so a 300-qps and a 20,000-qps service look alike;
+    last comes the robust standardisation fitted on training data.
     """
 
     name: str
-    transform: Transform = "none"
+    transform: Transform = "auto"
     center: Center = "none"
 
 
@@ -119,9 +121,9 @@ class AlertingConfig:
     # fire when risk >= threshold ...; None ("auto") takes the operating threshold the model
     # chose on its validation split (see `resolved`)
     threshold: float | None = None
-    for_steps: int = 3  # ... for this many consecutive scored steps
+    for_steps: int | None = None  # ... for this many consecutive scored steps (None: 30 s worth)
     resolve_threshold: float | None = None  # resolve below this ...; None: 0.6 x threshold
-    resolve_steps: int = 6  # ... for this many consecutive scored steps
+    resolve_steps: int | None = None  # ... for this many consecutive scored steps (None: 60 s worth)
     cooldown_seconds: float = 300.0  # no new firing this long after a resolve
     severity: str = "critical"
     webhooks: tuple[WebhookConfig, ...] = ()

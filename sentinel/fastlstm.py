@@ -34,7 +34,7 @@ import numpy as np
 
 from sentinel.config import Config
 from sentinel.errors import ModelError
-from sentinel.features import Scaler, transform
+from sentinel.features import Scaler
 
 # Largest |risk difference| against the Keras model on the same weights: float32 throughout,
 # and the two differ only in the order of the additions and in the sigmoid's formula.
@@ -233,7 +233,7 @@ class WindowScorer:
 
     def prepare(self, windows: np.ndarray) -> np.ndarray:
         """Raw windows (n, steps, n_metrics) -> scaled model input (n, steps, n_features)."""
-        return self.scaler.apply(transform(windows, self.config.features))
+        return self.scaler.prepare(windows, self.config.features)
 
     def score_prepared(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError

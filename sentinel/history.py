@@ -102,13 +102,22 @@ class Labelled:
     series: Series
     events: list[FailureEvent]
     y: np.ndarray  # per step: 1, 0 or NaN (inside a failure)
+    labelled_from: int = 0  # first step whose failure state is known (see `label`)
 
 
 def label(series: Series, config: Config) -> Labelled:
-    failing = failing_steps(series.values, tracked_metrics(config), config.failure)
+    """Events and targets. Steps before the failure rule's metrics are first observed are
+    *unlabelled* (an old history without the `incident` flag, say): nobody knows whether the
+    service failed there, so they are neither failures nor healthy examples. Training uses
+    them only to fit the input scaling; evaluation skips them."""
+    metrics = tracked_metrics(config)
+    failing = failing_steps(series.values, metrics, config.failure)
     runs = failure_runs(failing, config.failure_for_steps, config.horizon_steps)
+    rule_columns = [metrics.index(c.metric) for c in config.failure.conditions]
+    observed = np.flatnonzero(~np.isnan(series.values[:, rule_columns]).all(axis=1))
+    labelled_from = int(observed[0]) if len(observed) else len(series.values)
     return Labelled(series, failure_events(series.service, series.first_ts, config.step_seconds, runs),
-                    targets(len(series.values), runs, config.horizon_steps))
+                    targets(len(series.values), runs, config.horizon_steps), labelled_from)
 
 
 def window_view(values: np.ndarray, window_steps: int) -> np.ndarray:

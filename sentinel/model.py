@@ -76,7 +76,7 @@ class Scorer(WindowScorer):
 
         self.config = config
         self.scaler = scaler
-        spec = tf.TensorSpec((None, config.window_steps, len(config.features)), tf.float32)
+        spec = tf.TensorSpec((None, config.window_steps, scaler.inputs), tf.float32)
         self._call = tf.function(lambda x: keras_model(x, training=False),
                                  input_signature=[spec], reduce_retracing=True)
 
@@ -180,20 +180,21 @@ def load_model(path: str | Path, config: Config, runtime: str | None = None) -> 
     metadata = verify_artifact(path, config)
     try:
         scaler = Scaler.from_json(json.loads((path / SCALER).read_text()))
+        expected = len(config.features) * (2 if scaler.deviation else 1)
+        if scaler.inputs != expected:
+            raise ModelError(f"scaler has {scaler.inputs} inputs, the config's "
+                             f"{len(config.features)} features make {expected}")
         units = tuple(metadata["lstm_units"])
         units = (int(units[0]), int(units[1]))
         if runtime == "tensorflow":
-            keras_model = build_model(config.window_steps, len(config.features), units)
+            keras_model = build_model(config.window_steps, scaler.inputs, units)
             keras_model.load_weights(path / WEIGHTS)
         else:
-            weights = read_weights(path / WEIGHTS, len(config.features), units)
+            weights = read_weights(path / WEIGHTS, scaler.inputs, units)
     except ModelError as exc:
         raise ModelError(f"model {path}: {exc}") from exc
     except Exception as exc:  # h5py/keras raise a zoo of types for a bad file
         raise ModelError(f"model {path}: cannot load weights or scaler: {exc}") from exc
-    if len(scaler.mean) != len(config.features):
-        raise ModelError(f"model {path}: scaler has {len(scaler.mean)} features, "
-                         f"config has {len(config.features)}")
     if runtime == "tensorflow":
         return LoadedModel(path, metadata, Scorer(keras_model, scaler, config))
     return LoadedModel(path, metadata, FastScorer(weights, scaler, config, runtime))

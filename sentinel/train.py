@@ -21,7 +21,7 @@ from sentinel.baseline import tune_baseline
 from sentinel.config import AlertingConfig, Config
 from sentinel.errors import DataError
 from sentinel.evaluate import Coverage, average_precision, evaluate, replay_alerts
-from sentinel.features import Scaler, tracked_metrics, transform
+from sentinel.features import Scaler, tracked_metrics
 from sentinel.history import Labelled, label, read_series, window_view
 from sentinel.model import Scorer, build_model, save_model, schema_of
 from sentinel.windows import max_missing_steps, scorable
@@ -39,6 +39,7 @@ class WindowSet:
     step_index: np.ndarray  # the window's last step in that series
     ts: np.ndarray
     y: np.ndarray
+    known: np.ndarray  # the window's failure state is known (see `sentinel.history.label`)
 
     def raw(self, config: Config, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), config.window_steps, len(tracked_metrics(config))))
@@ -63,7 +64,7 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
         keep = scorable(views, feature_columns, max_missing)
         steps = steps[keep]
         ts = item.series.first_ts + steps * config.step_seconds
-        parts.append((np.full(len(steps), k), steps, ts, y[keep]))
+        parts.append((np.full(len(steps), k), steps, ts, y[keep], steps >= item.labelled_from))
     if not parts:
         raise DataError(f"no scorable window of {w} steps in the history")
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
@@ -71,6 +72,7 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
 
 
 MIN_VALIDATION_FAILURES = 3
+SCALER_WINDOWS = 20_000  # windows sampled to decide transforms and fit the scaling
 
 
 def validation_cut(config: Config, labelled: list[Labelled], first: int, last: int) -> float:
@@ -101,10 +103,14 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     series, stats = read_series(list(history), config, until_ts)
     labelled = [label(s, config) for s in series.values()]
     windows = labelled_windows(labelled, config)
+    if not windows.known.any():
+        raise DataError("no window of the history has its failure state known: the metrics of "
+                        "the `failure` rule are never present; check the rule's metric names")
     first, last = int(windows.ts.min()), int(windows.ts.max())
-    cut = validation_cut(config, labelled, first, last)
-    train_rows = np.flatnonzero((windows.ts < cut - config.horizon_seconds) & ~np.isnan(windows.y))
-    val_rows = np.flatnonzero(windows.ts >= cut)
+    cut = validation_cut(config, labelled, int(windows.ts[windows.known].min()), last)
+    train_rows = np.flatnonzero((windows.ts < cut - config.horizon_seconds) & ~np.isnan(windows.y)
+                                & windows.known)
+    val_rows = np.flatnonzero((windows.ts >= cut) & windows.known)
     positives = train_rows[windows.y[train_rows] == 1]
     if len(positives) == 0:
         raise DataError("the training part of the history holds no failure to learn from; "
@@ -118,16 +124,18 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     log.info("training on %d windows (%d failure precursors), validating on %d",
              len(fit_rows), len(positives), len(val_rows))
 
-    x_fit = transform(windows.raw(config, fit_rows), config.features)
-    scaler = Scaler.fit(x_fit)
-    x_fit = scaler.apply(x_fit)
+    # The scaling sees every window before the validation part, labelled or not.
+    before_cut = np.flatnonzero(windows.ts < cut - config.horizon_seconds)
+    sample = before_cut[:: max(1, len(before_cut) // SCALER_WINDOWS)]
+    scaler = Scaler.fit_raw(windows.raw(config, sample), config.features)
+    x_fit = scaler.prepare(windows.raw(config, fit_rows), config.features)
     y_fit = windows.y[fit_rows].astype(np.float32)
-    x_val = scaler.apply(transform(windows.raw(config, val_rows), config.features))
+    x_val = scaler.prepare(windows.raw(config, val_rows), config.features)
     y_val = windows.y[val_rows]
     labelled_val = ~np.isnan(y_val)  # windows inside a failure: scored, never a target
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(config.window_steps, len(config.features), cfg.lstm_units, cfg.dropout)
+    model = build_model(config.window_steps, scaler.inputs, cfg.lstm_units, cfg.dropout)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(curve="PR", name="pr_auc")])
     # Class imbalance: the negatives are thinned by the stride, and positives weigh the square
@@ -149,8 +157,8 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     scorer = Scorer(model, scaler, config)
     val_risk = scorer.score_prepared(x_val)
     operating_threshold, validation = choose_threshold(config, windows, val_rows, val_risk)
-    baseline = tune_baseline(config, windows,
-                             np.flatnonzero(windows.ts < cut - config.horizon_seconds))
+    baseline = tune_baseline(config, windows, np.flatnonzero(
+        (windows.ts < cut - config.horizon_seconds) & windows.known))
     metadata = {
         **schema_of(config),
         "metrics": list(tracked_metrics(config)),
@@ -187,8 +195,10 @@ def choose_threshold(config: Config, windows: WindowSet, rows: np.ndarray, risk:
     """The operating threshold for `alerting.threshold: auto`, and the validation figures.
 
     Among thresholds whose validation false alerts stay within the budget, the one with the
-    best early recall (then the fewest false alerts); if none is within it, the fewest false
-    alerts. An explicit `alerting.threshold` is only evaluated, not replaced.
+    best early recall, then the lowest: the budget is what the operator accepts, and a
+    validation part holds few failures, so of equally good thresholds the most sensitive one
+    warns of more unseen failures. If none is within the budget, the fewest false alerts. An
+    explicit `alerting.threshold` is only evaluated, not replaced.
     """
     if config.alerting.threshold is not None:
         candidates = [config.alerting.threshold]
@@ -203,7 +213,7 @@ def choose_threshold(config: Config, windows: WindowSet, rows: np.ndarray, risk:
         false_rate = overall.get("false_alerts_per_service_day") or 0.0
         recall = overall.get("early_recall") or 0.0
         within = false_rate <= config.training.false_alerts_per_day
-        key = (1.0 + recall, -false_rate) if within else (0.0, -false_rate)
+        key = (1.0 + recall, -threshold) if within else (0.0, -false_rate)
         if best is None or key > best[0]:
             best = (key, threshold, report)
     assert best is not None

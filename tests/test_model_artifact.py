@@ -152,7 +152,7 @@ TAMPERING: dict[str, tuple[Callable[[Path], None], str]] = {
     "scaler unreadable and checksums resealed": (
         _resealed(_set_scaler({"mean": ["x"]})), "cannot load weights or scaler"),
     "scaler of the wrong width and checksums resealed": (
-        _resealed(_set_scaler({"mean": [0.0], "std": [1.0]})), "scaler has 1 features"),
+        _resealed(_set_scaler({"mean": [0.0], "std": [1.0]})), "scaler has 1 inputs"),
     "format version changed and checksums resealed": (
         _resealed(lambda a: _rewrite_json(a / METADATA, lambda d: d.update(format=99))),
         "format 99"),
