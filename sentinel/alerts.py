@@ -22,6 +22,7 @@ from typing import Literal, NamedTuple
 from sentinel.config import AlertingConfig
 
 State = Literal["firing", "resolved"]
+Phase = Literal["predicted", "failing"]  # fired on the predicted risk, or on the failure rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,7 @@ class AlertTransition:
     ts: int  # event time of the step that caused the transition
     risk: float
     started_ts: int  # event time of the firing that opened the episode
+    phase: Phase = "predicted"
 
     @property
     def episode_key(self) -> str:
@@ -39,7 +41,7 @@ class AlertTransition:
 
     def to_json(self) -> dict[str, object]:
         return {"service": self.service, "state": self.state, "ts": self.ts,
-                "risk": round(self.risk, 6)}
+                "risk": round(self.risk, 6), "phase": self.phase}
 
 
 class ServiceAlertState(NamedTuple):
@@ -50,6 +52,7 @@ class ServiceAlertState(NamedTuple):
     streak: int = 0  # consecutive steps beyond the threshold that would change the state
     last_ts: int | None = None
     quiet_until: int = -(2**62)  # cooldown end
+    phase: Phase = "predicted"
 
 
 _INITIAL = ServiceAlertState()
@@ -81,29 +84,35 @@ class AlertMachine:
         self.for_steps = steps_for(config.for_steps, FOR_SECONDS, self.step_seconds)
         self.resolve_steps = steps_for(config.resolve_steps, RESOLVE_SECONDS, self.step_seconds)
 
-    def observe(self, service: str, ts: int, risk: float) -> AlertTransition | None:
+    def observe(self, service: str, ts: int, risk: float, holding: bool = False,
+                failed: bool = False) -> AlertTransition | None:
+        """One scored step. `holding`: the failure rule holds at this step; `failed`: it has
+        held for the rule's `for` (the service is failing). A failing service fires at once
+        (phase "failing") even if nobody predicted it, and no alert resolves while the rule
+        holds: an alert never says "all clear" in the middle of the failure it announced."""
         state = self.states.get(service, _INITIAL)
         if state.last_ts is not None and ts <= state.last_ts:
             return None  # a replayed step after a restart: already accounted for
         adjacent = state.last_ts is not None and ts - state.last_ts == self.step_seconds
         streak = state.streak if adjacent else 0
-        firing_since, quiet_until = state.firing_since, state.quiet_until
+        firing_since, quiet_until, phase = state.firing_since, state.quiet_until, state.phase
         transition = None
         if firing_since is None:
             armed = risk >= self.config.threshold and ts >= quiet_until
             streak = streak + 1 if armed else 0
-            if streak >= self.for_steps:
+            if streak >= self.for_steps or failed:
+                phase = "predicted" if streak >= self.for_steps else "failing"
                 firing_since, streak = ts, 0
-                transition = AlertTransition(service, "firing", ts, risk, ts)
+                transition = AlertTransition(service, "firing", ts, risk, ts, phase)
                 self._firing.add(service)
         else:
-            streak = streak + 1 if risk < self.config.resolve_threshold else 0
+            streak = streak + 1 if risk < self.config.resolve_threshold and not holding else 0
             if streak >= self.resolve_steps:
-                transition = AlertTransition(service, "resolved", ts, risk, firing_since)
+                transition = AlertTransition(service, "resolved", ts, risk, firing_since, phase)
                 firing_since, quiet_until, streak = None, ts + int(self.config.cooldown_seconds), 0
                 self._firing.discard(service)
         # one object per step: dataclasses.replace cost more than the rest of this method
-        self.states[service] = ServiceAlertState(firing_since, streak, ts, quiet_until)
+        self.states[service] = ServiceAlertState(firing_since, streak, ts, quiet_until, phase)
         return transition
 
     def firing(self) -> dict[str, int]:

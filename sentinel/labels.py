@@ -38,20 +38,30 @@ class FailureEvent:
 
 
 def failing_steps(values: np.ndarray, metrics: tuple[str, ...], rule: FailureRule) -> np.ndarray:
-    """(steps, n_metrics) -> bool (steps,): the rule holds, gaps carrying the previous state."""
-    known = np.zeros(len(values), dtype=bool)
-    holds = np.full(len(values), rule.mode == "all")
+    """(..., steps, n_metrics) -> bool (..., steps): the rule holds, gaps carrying the previous
+    state (a batch of windows works like one series)."""
+    known = np.zeros(values.shape[:-1], dtype=bool)
+    holds = np.full(values.shape[:-1], rule.mode == "all")
     for condition in rule.conditions:
-        column = values[:, metrics.index(condition.metric)]
+        column = values[..., metrics.index(condition.metric)]
         present = ~np.isnan(column)
         with np.errstate(invalid="ignore"):
             result = _OPS[condition.op](column, condition.value) & present
         known |= present
         holds = (holds | result) if rule.mode == "any" else (holds & (result | ~present))
     # carry the last known state over steps where none of the rule's metrics is present
-    index = np.where(known, np.arange(len(values)), -1)
-    np.maximum.accumulate(index, out=index)
-    return np.where(index >= 0, holds[np.maximum(index, 0)], False)
+    index = np.where(known, np.arange(values.shape[-2]), -1)
+    np.maximum.accumulate(index, axis=-1, out=index)
+    return np.where(index >= 0, np.take_along_axis(holds, np.maximum(index, 0), axis=-1), False)
+
+
+def rule_state(windows: np.ndarray, metrics: tuple[str, ...], rule: FailureRule, for_steps: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Per window (n, steps, n_metrics): whether the rule holds at its last step, and whether it
+    has held for `for_steps` steps up to it (the service is failing, as labels would say)."""
+    failing = failing_steps(windows, metrics, rule)
+    last = failing[:, -min(max(1, for_steps), failing.shape[1]):]
+    return failing[:, -1], last.all(axis=1)
 
 
 def failure_runs(failing: np.ndarray, for_steps: int, merge_gap_steps: int = 0

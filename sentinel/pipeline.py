@@ -19,6 +19,7 @@ from sentinel.alerts import AlertMachine, AlertTransition
 from sentinel.buckets import Bucket, Bucketer
 from sentinel.config import AlertingConfig, Config
 from sentinel.features import tracked_metrics
+from sentinel.labels import rule_state
 from sentinel.samples import Sample
 from sentinel.windows import WindowStore, max_missing_steps, scorable
 
@@ -99,13 +100,16 @@ class Pipeline:
         if not result.batch_size:
             return result
         risks = self.model.score(stacked[ok])
+        holding, failed = rule_state(stacked[ok], self.metrics, self.config.failure,
+                                     self.config.failure_for_steps)
         # buckets come per service in ts order, so the alert machine sees each service's
         # steps in order, as it would one poll at a time
-        for window, risk in zip((w for w, keep in zip(windows, ok, strict=True) if keep), risks,
-                                strict=True):
+        kept = (w for w, keep in zip(windows, ok, strict=True) if keep)
+        for window, risk, hold, fail in zip(kept, risks, holding, failed, strict=True):
             score = Score(window.service, window.ts, float(risk))
             result.scores.append(score)
-            transition = self.alerts.observe(score.service, score.ts, score.risk)
+            transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
+                                             bool(fail))
             if transition is not None:
                 result.transitions.append(transition)
         return result

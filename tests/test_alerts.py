@@ -51,7 +51,8 @@ def test_firing_carries_its_event_time_and_risk() -> None:
     fired = m.observe("cart", T0 + STEP, 0.8)
 
     assert fired == AlertTransition("cart", "firing", T0 + STEP, 0.8, T0 + STEP)
-    assert fired.to_json() == {"service": "cart", "state": "firing", "ts": T0 + STEP, "risk": 0.8}
+    assert fired.to_json() == {"service": "cart", "state": "firing", "ts": T0 + STEP, "risk": 0.8,
+                              "phase": "predicted"}
     assert m.firing() == {"cart": T0 + STEP}
 
 
@@ -150,3 +151,33 @@ def test_services_are_independent() -> None:
     assert m.firing() == {} and m.firing_count() == 0
     assert m.observe("pay", T0 + 2 * STEP, 0.9) is not None
     assert m.firing() == {"pay": T0 + 2 * STEP} and m.firing_count() == 1
+
+
+def test_a_failure_nobody_predicted_fires_at_once_as_failing_and_holds_until_it_ends() -> None:
+    machine = AlertMachine(AlertingConfig(threshold=0.5, for_steps=3, resolve_steps=1,
+                                          resolve_threshold=0.3), step_seconds=STEP)
+    assert machine.observe("cart", T0, 0.1, holding=True) is None  # rule holds, not yet `for`
+    fired = machine.observe("cart", T0 + STEP, 0.1, holding=True, failed=True)
+    assert fired is not None and (fired.state, fired.phase) == ("firing", "failing")
+    # low risk, but the rule still holds: the alert stays firing
+    assert machine.observe("cart", T0 + 2 * STEP, 0.0, holding=True, failed=True) is None
+    resolved = machine.observe("cart", T0 + 3 * STEP, 0.0)
+    assert resolved is not None and (resolved.state, resolved.phase) == ("resolved", "failing")
+
+
+def test_a_predicted_alert_does_not_resolve_while_the_failure_rule_holds() -> None:
+    machine = AlertMachine(AlertingConfig(threshold=0.5, for_steps=1, resolve_steps=1,
+                                          resolve_threshold=0.3), step_seconds=STEP)
+    fired = machine.observe("cart", T0, 0.9)
+    assert fired is not None and fired.phase == "predicted"
+    for k in range(1, 5):  # the model's risk falls while the service is failing
+        assert machine.observe("cart", T0 + k * STEP, 0.0, holding=True, failed=k > 1) is None
+    resolved = machine.observe("cart", T0 + 5 * STEP, 0.0)
+    assert resolved is not None and (resolved.state, resolved.phase) == ("resolved", "predicted")
+
+
+def test_default_for_and_resolve_are_durations() -> None:
+    ten = AlertMachine(AlertingConfig(threshold=0.5), step_seconds=10)
+    five_minutes = AlertMachine(AlertingConfig(threshold=0.5), step_seconds=300)
+    assert (ten.for_steps, ten.resolve_steps) == (3, 6)
+    assert (five_minutes.for_steps, five_minutes.resolve_steps) == (1, 1)

@@ -222,7 +222,8 @@ def test_webhook_body_is_the_alertmanager_format_and_signed(
     assert hmac.compare_digest(got.headers["X-Sentinel-Signature"], expected)
     body = got.json()
     assert isinstance(body, dict)
-    labels = {"alertname": "SentinelFailureRisk", "service": "checkout", "severity": "critical"}
+    labels = {"alertname": "SentinelFailureRisk", "service": "checkout", "severity": "critical",
+              "phase": "predicted"}
     assert {k: v for k, v in body.items() if k not in ("alerts", "commonAnnotations")} == {
         "version": "4",
         "groupKey": '{}:{alertname="SentinelFailureRisk", service="checkout"}',
@@ -622,7 +623,7 @@ def test_alertmanager_keeps_firing_alerts_alive_and_resolves_at_the_resolve_time
     for post in firing_posts:
         [alert] = am_alerts(post)
         assert alert["labels"] == {"alertname": "SentinelFailureRisk", "service": "checkout",
-                                   "severity": "critical"}
+                                   "severity": "critical", "phase": "predicted"}
         assert alert["startsAt"] == rfc3339(T0)
         assert alert["endsAt"] == rfc3339(post.wall_ts + 4 * 60)  # alive for 4 intervals
     assert all(not am_alerts(r) for r in posts[resolve_at + 1:])  # never re-fired
@@ -712,7 +713,7 @@ def test_real_alertmanager_shows_the_alert_firing_then_resolved(
     wait_until(lambda: "SentinelFailureRisk" in active(), 5.0, lambda: "the firing alert")
     alert = active()["SentinelFailureRisk"]
     assert alert["labels"] == {"alertname": "SentinelFailureRisk", "service": "checkout",
-                               "severity": "critical"}
+                               "severity": "critical", "phase": "predicted"}
     assert alert["status"]["state"] == "active"
     assert alert["startsAt"].startswith(rfc3339(now - 20).removesuffix("Z"))
     assert "SentinelWatchdog" in active()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from sentinel.config import Condition, FailureRule
-from sentinel.labels import failing_steps, failure_events, failure_runs, targets
+from sentinel.labels import failing_steps, failure_events, failure_runs, rule_state, targets
 
 NAN = np.nan
 METRICS = ("qps", "error_rate", "p99_ms")
@@ -108,3 +108,19 @@ def test_failure_runs_closer_than_the_merge_gap_are_one_incident(
     failing: list, merge_gap_steps: int, runs: list
 ) -> None:
     assert failure_runs(np.array(failing, dtype=bool), 3, merge_gap_steps) == runs
+
+
+def test_rule_state_of_a_batch_agrees_with_the_series_labelling() -> None:
+    rng = np.random.default_rng(3)
+    values = rng.uniform(0, 0.04, (40, 3))
+    values[10:16, 1] = 0.2  # error_rate over the limit for 6 steps
+    values[12, :] = np.nan  # a lost sample inside: carries the failing state
+    values[30:31, 1] = 0.2  # one step only
+    rule = FailureRule("any", (Condition("error_rate", ">=", 0.05),), 20.0)
+    series = failing_steps(values, METRICS, rule)
+    windows = np.lib.stride_tricks.sliding_window_view(values, 8, axis=0).transpose(0, 2, 1)
+    holding, failed = rule_state(windows, METRICS, rule, for_steps=3)
+    ends = np.arange(7, 40)
+    assert holding.tolist() == series[ends].tolist()
+    assert failed.tolist() == [bool(series[t - 2: t + 1].all()) for t in ends]
+    assert failed.sum() == 4 and holding.sum() == 7

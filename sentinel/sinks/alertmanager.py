@@ -122,7 +122,7 @@ class AlertmanagerSink:
         return self._post(alerts) if alerts else None
 
     def _alert(self, transition: AlertTransition, ends_ts: float) -> dict[str, object]:
-        return {"labels": alert_labels(transition.service, self.severity),
+        return {"labels": alert_labels(transition.service, self.severity, transition.phase),
                 "annotations": alert_annotations(transition),
                 "startsAt": rfc3339(transition.started_ts), "endsAt": rfc3339(ends_ts),
                 "generatorURL": self.external_url}

@@ -79,13 +79,19 @@ def encode(document: object) -> bytes:
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def alert_labels(service: str, severity: str) -> dict[str, str]:
-    return {"alertname": ALERTNAME, "service": service, "severity": severity}
+def alert_labels(service: str, severity: str, phase: str = "predicted") -> dict[str, str]:
+    """`phase`: "predicted" (the risk crossed the threshold before any failure) or "failing"
+    (the failure rule fired and nobody had predicted it); an episode keeps its phase."""
+    return {"alertname": ALERTNAME, "service": service, "severity": severity, "phase": phase}
 
 
 def alert_annotations(transition: AlertTransition) -> dict[str, str]:
     service, risk, at = transition.service, transition.risk, rfc3339(transition.ts)
-    if transition.state == "firing":
+    if transition.state == "firing" and transition.phase == "failing":
+        summary = f"{service} is failing (its failure rule holds; failure risk {risk:.2f})"
+        description = (f"{service} met its failure rule at {at} (event time) without a prior "
+                       f"warning from Sentinel: risk {risk:.3f}.")
+    elif transition.state == "firing":
         summary = f"{service} is likely to fail soon (failure risk {risk:.2f})"
         description = (f"Sentinel's predicted failure risk for {service} crossed the alert "
                        f"threshold at {at} (event time): risk {risk:.3f}.")

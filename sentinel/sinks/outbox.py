@@ -83,7 +83,10 @@ def transition_from_json(raw: object) -> AlertTransition:
     if not (isinstance(service, str) and state in ("firing", "resolved") and _is_int(ts)
             and _is_int(started_ts) and (_is_int(risk) or isinstance(risk, float))):
         raise ValueError(f"not an alert transition: {raw!r}")
-    return AlertTransition(service, state, ts, float(risk), started_ts)
+    phase = raw.get("phase", "predicted")  # type: ignore[union-attr]
+    if phase not in ("predicted", "failing"):
+        raise ValueError(f"not an alert transition (phase {phase!r}): {raw!r}")
+    return AlertTransition(service, state, ts, float(risk), started_ts, phase)
 
 
 def _is_int(value: object) -> bool:

@@ -76,7 +76,7 @@ class WebhookSink:
 def webhook_body(transition: AlertTransition, severity: str, external_url: str = ""
                  ) -> dict[str, object]:
     """The Alertmanager webhook payload (version 4) of one transition, one alert long."""
-    labels = alert_labels(transition.service, severity)
+    labels = alert_labels(transition.service, severity, transition.phase)
     annotations = alert_annotations(transition)
     firing = transition.state == "firing"
     alert = {
