@@ -143,9 +143,11 @@ def _models(args: argparse.Namespace) -> int:
             print(f"no model versions in {registry.root}")
         for v in versions:
             facts = _version_facts(v.metadata)
+            verdict = {True: "better", False: "NOT better", None: "not compared"}[facts["better"]]
             print(f"{'*' if v.current else ' '} {v.version}  trained on "
                   f"{facts['first_ts']}..{facts['last_ts']}  validation pr_auc "
-                  f"{facts['pr_auc']} early_recall {facts['early_recall']}")
+                  f"{facts['pr_auc']} early_recall {facts['early_recall']}  static baseline "
+                  f"early_recall {facts['baseline_early_recall']} ({verdict})")
         return 0
     if args.action == "promote":
         source = Path(args.version)
@@ -162,11 +164,14 @@ def _models(args: argparse.Namespace) -> int:
 def _version_facts(metadata: dict | None) -> dict[str, object]:
     if metadata is None:
         return {"first_ts": None, "last_ts": None, "pr_auc": None, "early_recall": None,
-                "error": "metadata.json unreadable"}
+                "baseline_early_recall": None, "better": None, "error": "metadata.json unreadable"}
     training = metadata.get("training", {})
     overall = metadata.get("validation", {}).get("overall", {})
+    skill = metadata.get("skill") or {}
     return {"first_ts": training.get("first_ts"), "last_ts": training.get("last_ts"),
-            "pr_auc": overall.get("pr_auc"), "early_recall": overall.get("early_recall")}
+            "pr_auc": overall.get("pr_auc"), "early_recall": overall.get("early_recall"),
+            "baseline_early_recall": skill.get("baseline_early_recall"),
+            "better": skill.get("better")}
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -232,6 +232,10 @@ class Retrainer:
                          candidate_version=summary["training"]["version"],
                          candidate=summary["candidate"], current=summary["current"])
             self.samples.set(facts["samples"])
+            skill = summary["training"].get("skill") or {}
+            if skill.get("better") is False:
+                return RunResult("rejected", "the candidate is not better than the static "
+                                 f"baseline: {skill['reason']}", facts)
             decision = decide(cfg.metric, summary["candidate"], summary["current"], cfg.margin)
             for model, score in (("candidate", decision.candidate), ("current", decision.current)):
                 self.score.labels(model).set(float("nan") if score is None else score)

@@ -158,7 +158,13 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     val_risk = scorer.score_prepared(x_val)
     operating_threshold, validation = choose_threshold(config, windows, val_rows, val_risk)
     baseline = tune_baseline(config, windows, np.flatnonzero(
-        (windows.ts < cut - config.horizon_seconds) & windows.known))
+        (windows.ts < cut - config.horizon_seconds) & windows.known), val_rows)
+    skill = compare_with_baseline(validation["overall"], baseline.get("validation", {}))
+    if skill["better"] is False:
+        log.warning("the model is NOT better than the static baseline on the validation part "
+                    "(%s): expect it to warn no better than a static threshold", skill["reason"])
+    elif skill["better"] is None:
+        log.warning("cannot compare the model with the static baseline: %s", skill["reason"])
     metadata = {
         **schema_of(config),
         "metrics": list(tracked_metrics(config)),
@@ -170,12 +176,31 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
         "operating_threshold": operating_threshold,
         "validation": validation,
         "baseline": baseline,
+        "skill": skill,
     }
     version = save_model(model, scaler, metadata, out)
     return {"model_dir": str(out), "version": version,
             "seconds": round(time.monotonic() - started, 1), **metadata["training"],
             "operating_threshold": operating_threshold, "validation": validation["overall"],
-            "baseline": baseline["rule"]}
+            "baseline": baseline["rule"], "skill": skill}
+
+
+def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Is the model better than the static baseline on the validation part? Better means more
+    failures announced early within the false-alert budget the threshold was chosen for, or
+    as many with fewer false alerts; a validation part without failures cannot say."""
+    ours, theirs = model.get("early_recall"), baseline.get("early_recall")
+    ours_false = model.get("false_alerts_per_service_day") or 0.0
+    theirs_false = baseline.get("false_alerts_per_service_day") or 0.0
+    figures = {"model_early_recall": ours, "baseline_early_recall": theirs,
+               "model_false_alerts_per_service_day": ours_false,
+               "baseline_false_alerts_per_service_day": theirs_false}
+    if ours is None or theirs is None:
+        return {**figures, "better": None, "reason": "the validation part holds no failure"}
+    better = ours > theirs or (ours == theirs and ours > 0 and ours_false < theirs_false)
+    reason = (f"validation early recall {ours:.2f} at {ours_false:.2f} false alerts per "
+              f"service-day, the static baseline's {theirs:.2f} at {theirs_false:.2f}")
+    return {**figures, "better": better, "reason": reason}
 
 
 def near_failures(windows: WindowSet, rows: np.ndarray, after_seconds: int, before_seconds: int
@@ -203,9 +228,9 @@ def choose_threshold(config: Config, windows: WindowSet, rows: np.ndarray, risk:
     if config.alerting.threshold is not None:
         candidates = [config.alerting.threshold]
     else:
-        candidates = sorted({round(float(t), 3) for t in np.linspace(0.05, 0.95, 19)}
-                            | {round(float(t), 3) for t in np.quantile(risk, THRESHOLD_QUANTILES)
-                               if 0.01 <= t <= 0.99} if len(risk) else {0.5})
+        candidates = sorted({round(float(t), 4) for t in np.linspace(0.05, 0.95, 19)}
+                            | {round(float(t), 4) for t in np.quantile(risk, THRESHOLD_QUANTILES)
+                               if 0.01 <= t <= 0.9995} if len(risk) else {0.5})
     best: tuple[tuple[float, float], float, dict[str, Any]] | None = None
     for threshold in candidates:
         report = _validate(config, windows, rows, risk, config.alerting.resolved(threshold))
