@@ -224,9 +224,9 @@ def draw_world(seed: int) -> World:
         promos_per_day=round(float(rng.uniform(0.5, 4)), 2),
         promo_size=(2.0, round(float(rng.uniform(5, 20)), 1)),
         overload_share=round(float(rng.uniform(0.15, 0.5)), 3),
-        failures_per_service_day=round(float(rng.uniform(0.7, 2.2)), 2),
+        failures_per_service_day=round(float(rng.uniform(0.5, 1.6)), 2),
         mechanism_weights=tuple((k, round(float(v / total), 3)) for k, v in sorted(weights.items())),
-        cascade_probability=round(float(rng.uniform(0.3, 0.9)), 2),
+        cascade_probability=round(float(rng.uniform(0.2, 0.6)), 2),
         near_misses_per_service_day=round(float(rng.uniform(0.3, 1.5)), 2),
         blips_per_service_day=round(float(rng.uniform(0, 2)), 2),
         defects=tuple((k, round(float(v), 5)) for k, v in defects.items()),
@@ -261,7 +261,7 @@ def _draw_rule(rng: np.random.Generator, metrics: tuple[MetricSpec, ...]
     err = float(_pick(rng, (0.02, 0.05, 0.1)))
     lat = RuleCondition(by_kind["latency_p99"].name, ">=", _unit(lat_ms * by_kind["latency_p99"].scale))
     roll = rng.random()
-    if roll < 0.25:  # an incident flag owned by another system; never a model input
+    if roll < 0.2:  # an incident flag owned by another system; never a model input
         name, scale = _pick(rng, _NAMES["flag"])
         metrics = (*metrics, MetricSpec(str(name), "flag", float(scale), feature=False))
         return "any", (RuleCondition(str(name), ">=", 1.0),), metrics
@@ -465,7 +465,7 @@ def _cascade(rng: np.random.Generator, grid: _Grid, eps: list[list[_Ep]], busy: 
     for k in range(len(world.services) - 1, -1, -1):
         for ep in [e for e in eps[k] if not e.near_miss]:
             for c in callers.get(k, []):
-                p = world.cascade_probability * (0.6 if ep.mechanism == "cascade" else 1.0)
+                p = world.cascade_probability * (0.4 if ep.mechanism == "cascade" else 1.0)
                 lag = _minutes(rng, grid, 1, 6)
                 if rng.random() >= p or ep.stop - ep.start <= lag + grid.for_steps + 2:
                     continue
@@ -734,9 +734,10 @@ def simulate_world(world: World, days: float, start_ts: int = DEFAULT_START_TS, 
     keys, owner = [], []
     for k, (r, svc, (demand, capacity)) in enumerate(zip(rngs, world.services, traffic, strict=True)):
         latents, failing, restarts, blips = _render(r, grid, svc, demand, capacity, eps[k])
+        # no gap may stretch a blip into a failure, nor hide the onset of a failure
         protected = np.zeros(grid.n, dtype=bool)
-        for b in blips:
-            protected[b: b + grid.for_steps + 1] = True
+        for at in blips + [e.start for e in eps[k] if not e.near_miss]:
+            protected[at: at + grid.for_steps + 1] = True
         samples, order = _emit(r, grid, svc, _columns(r, grid, svc, latents, failing, restarts), protected)
         out.samples.extend(samples)
         keys.append(order)
