@@ -704,7 +704,7 @@ def _emit(rng: np.random.Generator, grid: _Grid, svc: ServiceSpec, values: np.nd
         keys.append(i + delay[i])
         if dup[i]:  # redelivered a little later
             samples.append({"service": svc.name, "ts": ts[i], "metrics": dict(metrics)})
-            keys.append(i + rng.uniform(0.1, 2.0))
+            keys.append(i + rng.uniform(0.1, max(1.0, late_steps)))  # within the 30 s lateness too
     return samples, np.asarray(keys, dtype=float)
 
 
