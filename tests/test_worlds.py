@@ -19,7 +19,7 @@ CONTRACT_KEYS = {"step", "window", "horizon", "features", "failure"}
 def _rule_runs(world, sim, days: float) -> dict[str, list[tuple[int, int]]]:
     """Failure events per service as Sentinel's own labelling finds them in the samples."""
     cfg = parse_config(world_config(world))
-    step, n = cfg.step_seconds, int(round(days * 86400 / cfg.step_seconds))
+    step, n = cfg.step_seconds, round(days * 86400 / cfg.step_seconds)
     metrics = tuple(sorted({c.metric for c in cfg.failure.conditions}))
     values = {s.name: np.full((n, len(metrics)), np.nan) for s in world.services}
     for sample in sim.samples:
@@ -124,5 +124,6 @@ def test_write_world_writes_train_then_test_and_the_cli_prints_a_summary(tmp_pat
     assert min(s["ts"] for s in test) > max(s["ts"] for s in train) - 60
     doc = json.loads((out / "world.json").read_text())
     assert {"topology", "truth", "services", "metrics"} <= set(doc)
-    assert main(["--seed", "5", "--train-days", "0.05", "--test-days", "0.05", "--out-dir", str(tmp_path / "c")]) == 0
+    args = ["--seed", "5", "--train-days", "0.05", "--test-days", "0.05", "--out-dir", str(tmp_path / "c")]
+    assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["seed"] == 5

@@ -177,7 +177,8 @@ def draw_world(seed: int) -> World:
     n_services = int(rng.integers(4, 13))
     style = str(_pick(rng, _NAME_STYLES))
     if rng.random() < 0.2:  # host-flavoured estates name machines, not services
-        names = [f"{_pick(rng, ('web', 'node', 'host', 'db'))}-{i:02d}" for i in rng.permutation(40)[:n_services]]
+        prefix = _pick(rng, ("web", "node", "host", "db"))
+        names = [f"{prefix}-{i:02d}" for i in rng.permutation(40)[:n_services]]
     else:
         names = [style.format(_SERVICE_NAMES[i]) for i in rng.permutation(len(_SERVICE_NAMES))[:n_services]]
     lo_qps = _log_uniform(rng, 10, 1000)
@@ -248,7 +249,9 @@ def _draw_metrics(rng: np.random.Generator) -> tuple[MetricSpec, ...]:
         if kind == "pool" and name != "pool_utilization":
             scale = -1.0  # a count of connections: scaled by each service's pool size
         if kind == "mem":
-            scale = {"mem_used_bytes": -1.0, "mem_used_mb": -2.0, "heap_used_ratio": 1.0, "rss_gib": -3.0}[name]
+            # negative: a unit of each service's memory limit (bytes, MiB, GiB)
+            scale = {"mem_used_bytes": -1.0, "mem_used_mb": -2.0, "heap_used_ratio": 1.0,
+                     "rss_gib": -3.0}[name]
         specs.append(MetricSpec(str(name), kind, float(scale)))
     order = rng.permutation(len(specs))  # no world lists its metrics in the same order
     return tuple(specs[i] for i in order)
@@ -317,7 +320,7 @@ class _Grid:
 
 
 def _minutes(rng: np.random.Generator, grid: _Grid, lo: float, hi: float) -> int:
-    return max(1, int(round(rng.uniform(lo, hi) * 60 / grid.step)))
+    return max(1, round(rng.uniform(lo, hi) * 60 / grid.step))
 
 
 def _ar1(rng: np.random.Generator, n: int, tau_steps: float, sigma: float) -> np.ndarray:
@@ -349,12 +352,13 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _daily(world: World, ts: np.ndarray) -> np.ndarray:
-    hours = (ts % DAY_SECONDS) / 3600.0
-    shape = np.zeros(len(ts))
-    for peak, weight in zip(world.peak_hours, (0.65, 0.45), strict=True):
-        dist = np.abs((hours - peak + 12) % 24 - 12)
-        shape += weight * np.exp(-0.5 * (dist / 3.0) ** 2)
-    shape /= 0.65 + 0.45 * math.exp(-0.5 * ((abs((world.peak_hours[1] - world.peak_hours[0] + 12) % 24 - 12)) / 3.0) ** 2)
+    def bumps(hours: np.ndarray) -> np.ndarray:
+        shape = np.zeros(len(hours))
+        for peak, weight in zip(world.peak_hours, (0.65, 0.45), strict=True):
+            shape += weight * np.exp(-0.5 * (np.abs((hours - peak + 12) % 24 - 12) / 3.0) ** 2)
+        return shape
+
+    shape = bumps((ts % DAY_SECONDS) / 3600.0) / bumps(np.linspace(0, 24, 1441)).max()
     daily = world.night_floor + (1 - world.night_floor) * np.clip(shape, 0, 1)
     weekday = (ts // DAY_SECONDS + 3) % 7  # 1970-01-01 was a Thursday
     return daily * np.where(weekday >= 5, world.weekend_factor, 1.0)
@@ -388,7 +392,7 @@ def _traffic(rng: np.random.Generator, grid: _Grid, svc: ServiceSpec, daily: np.
     days = np.arange(n) * grid.step // DAY_SECONDS
     demand = svc.scale_qps * daily * rng.lognormal(0, 0.06, int(days[-1]) + 1)[days] * noise
     capacity = np.full(n, svc.scale_qps * svc.headroom)
-    for first, peak, profile, size in promos:
+    for first, _peak, profile, size in promos:
         gain = (size - 1) * svc.promo_sensitivity * rng.uniform(0.7, 1.3)
         span = slice(first, first + len(profile))
         demand[span] *= 1 + gain * profile
@@ -441,7 +445,8 @@ def _schedule(rng: np.random.Generator, grid: _Grid, eps: list[_Ep], busy: np.nd
     for near in plan:
         mech = names[int(rng.choice(len(names), p=weights / weights.sum()))]
         if near and mech in ("bad_deploy", "crash"):
-            mech = "slow_leak" if "pool_exhaustion" not in names else str(_pick(rng, ("slow_leak", "pool_exhaustion")))
+            gradual = ("slow_leak", "pool_exhaustion") if "pool_exhaustion" in names else ("slow_leak",)
+            mech = str(_pick(rng, gradual))
         lo, hi = _PRECURSOR_MINUTES[mech]
         pre = _minutes(rng, grid, lo, hi) if hi else 0
         dur = 0 if near else max(grid.for_steps + 3, _minutes(rng, grid, 2, 20))
@@ -483,8 +488,10 @@ def _soft_cap(x: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def _render(rng: np.random.Generator, grid: _Grid, svc: ServiceSpec, demand: np.ndarray,
-            capacity: np.ndarray, eps: list[_Ep]) -> tuple[dict[str, np.ndarray], np.ndarray, list[int], list[int]]:
-    """Latent signals of one service (qps, ms, ratios, fractions), its failing mask, restarts."""
+            capacity: np.ndarray, eps: list[_Ep]
+            ) -> tuple[dict[str, np.ndarray], np.ndarray, list[int], list[int]]:
+    """Latent signals of one service (qps, ms, ratios, fractions), its failing mask, restart
+    steps and blip steps."""
     n, world = grid.n, grid.world
     u = demand / capacity
     lat_mult, err_add, cpu_add = np.ones(n), np.zeros(n), np.zeros(n)
@@ -565,8 +572,9 @@ def _enforce(rng: np.random.Generator, grid: _Grid, eps: list[_Ep], lat: np.ndar
         fail = slice(ep.start, min(len(lat), ep.stop))
         steps = fail.stop - fail.start
         latency_first = ep.mechanism in LATENCY_FIRST
-        push_lat = both or (latency_first and lat_thr is not None) or err_thr is None or rng.random() < 0.5
-        push_err = both or (not latency_first and err_thr is not None) or lat_thr is None or rng.random() < 0.5
+        coin = rng.random() < 0.5  # the other signal breaks too, half the time
+        push_lat = both or (latency_first and lat_thr is not None) or err_thr is None or coin
+        push_err = both or (not latency_first and err_thr is not None) or lat_thr is None or coin
         if lat_thr is None and err_thr is None:
             push_lat, push_err = latency_first or rng.random() < 0.5, not latency_first or rng.random() < 0.5
         for values, push, rule_thr, nominal, hi in ((lat, push_lat, lat_thr, _NOMINAL_LATENCY_MS, 4.0),
@@ -624,7 +632,8 @@ def _columns(rng: np.random.Generator, grid: _Grid, svc: ServiceSpec, lat: dict[
         elif kind == "gc_pause":
             v = lat["gc"] * np.exp(rng.normal(0, 0.15, n))
         elif kind == "cache_hit":
-            v = np.clip(rng.uniform(0.8, 0.99) - lat["cache_drop"] + _ar1(rng, n, 1800 / grid.step, 0.01), 0, 1)
+            drift = _ar1(rng, n, 1800 / grid.step, 0.01)
+            v = np.clip(rng.uniform(0.8, 0.99) - lat["cache_drop"] + drift, 0, 1)
         elif kind == "load1":
             v = np.maximum(0, lat["cpu"] * rng.integers(4, 33) + _ar1(rng, n, 60 / grid.step, 0.3))
         elif kind == "mem":
@@ -686,10 +695,13 @@ def _emit(rng: np.random.Generator, grid: _Grid, svc: ServiceSpec, values: np.nd
         if spiky:
             j = int(_pick(rng, spiky))
             values[at, j] *= rng.uniform(3, 20)
-    absent = np.where((rng.random(n) < rate["absent_metric"]) & ~protected, rng.integers(len(names), size=n), -1)
-    null = np.where((rng.random(n) < rate["null_metric"]) & ~protected, rng.integers(len(names), size=n), -1)
+    which = rng.integers(len(names), size=n)
+    absent = np.where((rng.random(n) < rate["absent_metric"]) & ~protected, which, -1)
+    null = np.where((rng.random(n) < rate["null_metric"]) & ~protected, which, -1)
     late_steps = 30 // grid.step
-    delay = np.where(rng.random(n) < rate["late"], rng.integers(1, late_steps + 1, size=n), 0) if late_steps else np.zeros(n)
+    delay = np.zeros(n, dtype=int)
+    if late_steps:  # a step of 60 s cannot be late by a whole step within 30 s
+        delay = np.where(rng.random(n) < rate["late"], rng.integers(1, late_steps + 1, size=n), 0)
     dup = rng.random(n) < rate["duplicate"]
     rows = values.tolist()
     ts = (grid.ts0 + np.arange(n) * grid.step).tolist()
@@ -713,7 +725,7 @@ def simulate_world(world: World, days: float, start_ts: int = DEFAULT_START_TS, 
     """`days` of the world's samples (in stream order: mostly by ts, a few late) and the truth."""
     step = world.step_seconds
     lat_thr, err_thr = _latent_thresholds(world)
-    grid = _Grid(world, max(1, int(round(days * DAY_SECONDS / step))), start_ts // step * step, step,
+    grid = _Grid(world, max(1, round(days * DAY_SECONDS / step)), start_ts // step * step, step,
                  world.horizon_seconds // step, max(1, -(-world.rule_for_seconds // step)), lat_thr, err_thr)
     seeds = np.random.SeedSequence([world.seed, seed_offset, 0xC0FFEE]).spawn(len(world.services) + 1)
     rng = np.random.default_rng(seeds[-1])
@@ -777,9 +789,10 @@ def write_world(seed: int, out_dir: Path, train_days: float, test_days: float) -
     world = draw_world(seed)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_steps = int(round(train_days * DAY_SECONDS / world.step_seconds))
+    train_steps = round(train_days * DAY_SECONDS / world.step_seconds)
     train = simulate_world(world, train_days, DEFAULT_START_TS, seed_offset=0)
-    test = simulate_world(world, test_days, DEFAULT_START_TS + train_steps * world.step_seconds, seed_offset=1)
+    test_start = DEFAULT_START_TS + train_steps * world.step_seconds
+    test = simulate_world(world, test_days, test_start, seed_offset=1)
     with open(out_dir / "config.yaml", "w", encoding="utf-8") as stream:
         yaml.safe_dump(world_config(world), stream, sort_keys=False)
     _write_jsonl(train.samples, out_dir / "train.jsonl")
