@@ -373,7 +373,7 @@ def assess(config: Config, train: Mapping[str, Labelled], test: Mapping[str, Lab
     on_test = replace(_static_grade(config, test_truths, test, values, rule.direction,
                                     rule.threshold),
                       pr_auc=_round(model_pr_auc(config, test, test_truths,
-                                                 {s: (t, np.nan_to_num(v, nan=-np.inf))
+                                                 {s: (t, np.nan_to_num(v, nan=-1e300))
                                                   for s, (t, v) in static_scores.items()})))
     s_curve = static_curve(config, rule, scale, train, test, test_truths)
     return {
