@@ -188,12 +188,21 @@ def units(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[d
     return out
 
 
+def guarded(unit: dict[str, Any]) -> list[dict[str, Any]]:
+    """A failed training or backtest is a result too (reported, not fatal to the other sets)."""
+    try:
+        return train_and_test(unit)
+    except Exception as exc:  # reported in the JSON and the table
+        log(f"{unit['set']} {unit['name']}: FAILED: {exc}")
+        return [{"set": unit["set"], "train": unit["name"], "error": str(exc)[-2000:]}]
+
+
 def run_all(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[dict[str, Any]]:
     todo = units(args, work, extra)
     if args.jobs <= 1:
-        return [r for unit in todo for r in train_and_test(unit)]
+        return [r for unit in todo for r in guarded(unit)]
     with concurrent.futures.ProcessPoolExecutor(args.jobs) as pool:
-        return [r for rs in pool.map(train_and_test, todo) for r in rs]
+        return [r for rs in pool.map(guarded, todo) for r in rs]
 
 
 # --- the table --------------------------------------------------------------------------
@@ -243,7 +252,9 @@ def by_set(results: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
 
 
 def table(doc: dict[str, Any]) -> str:
-    sets = by_set(doc["results"])
+    sets = by_set([r for r in doc["results"] if "error" not in r])
+    failed = [f"- ({r['set']}) {r['train']}: **failed**: `{r['error'].strip().splitlines()[-1]}`"
+              for r in doc["results"] if "error" in r]
     head = ["figure (mean, min..max over runs)", *(SET_NAMES[s] for s in sets)]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head),
              "| runs (train -> test) | " + " | ".join(
@@ -259,7 +270,8 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join([
         f"Generated {meta['date']} at commit `{meta['commit']}` by `{meta['command']}`"
         + (" (**--quick: tiny data, 1 epoch; not a quality figure**)" if meta.get("quick") else ""),
-        "", *lines, "", f"Static rules chosen on the training data: {rules}.", ""])
+        "", *lines, "", f"Static rules chosen on the training data: {rules}.", "", *failed,
+        *([""] if failed else [])])
 
 
 def write_markdown(path: Path, doc: dict[str, Any]) -> None:
@@ -279,7 +291,7 @@ def write_plots(directory: Path, doc: dict[str, Any]) -> list[Path]:
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, runs in by_set(doc["results"]).items():
+    for name, runs in by_set([r for r in doc["results"] if "error" not in r]).items():
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for i, r in enumerate(runs):
             for key, colour, style in (("model_curve", "C0", "-"), ("static_curve", "C1", "--")):
