@@ -153,6 +153,7 @@ class TrainingConfig:
     patience: int = 6  # early stopping on validation loss
     seed: int = 7
     negative_stride: int = 5  # keep every Nth negative window (positives all kept)
+    max_windows: int = 100_000  # at most this many training windows (negatives thinned further)
     # the "auto" alert threshold is the lowest whose false alerts on the validation split
     # stay within this many per service-day
     false_alerts_per_day: float = 0.5
@@ -617,6 +618,7 @@ _TRAINING: Spec = {
     "patience": _integer(1),
     "seed": _integer(0),
     "negative_stride": _integer(1),
+    "max_windows": _integer(1000),
     "false_alerts_per_day": _number("a number > 0", lambda x: x > 0),
 }
 _STREAM: Spec = {

@@ -120,7 +120,8 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     # horizon look like its precursors and teach the model *when*, not just *whether*.
     hard = near_failures(windows, negatives, config.horizon_seconds, 3 * config.horizon_seconds)
     negatives = np.union1d(negatives[hard], negatives[~hard][:: cfg.negative_stride])
-    fit_rows = np.sort(np.concatenate([positives, negatives]))
+    fit_rows = cap_windows(np.sort(np.concatenate([positives, negatives])), positives,
+                           cfg.max_windows)
     log.info("training on %d windows (%d failure precursors), validating on %d",
              len(fit_rows), len(positives), len(val_rows))
 
@@ -201,6 +202,19 @@ def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any]) -> di
     reason = (f"validation early recall {ours:.2f} at {ours_false:.2f} false alerts per "
               f"service-day, the static baseline's {theirs:.2f} at {theirs_false:.2f}")
     return {**figures, "better": better, "reason": reason}
+
+
+def cap_windows(rows: np.ndarray, positives: np.ndarray, limit: int) -> np.ndarray:
+    """At most `limit` rows: every positive (up to half the limit), the negatives evenly thinned;
+    training time grows with the windows, not with the days of history."""
+    if len(rows) <= limit:
+        return rows
+    keep_positives = positives[np.linspace(0, len(positives) - 1, min(len(positives), limit // 2)
+                                           ).astype(int)] if len(positives) else positives
+    negatives = np.setdiff1d(rows, positives, assume_unique=True)
+    room = limit - len(keep_positives)
+    keep_negatives = negatives[np.linspace(0, len(negatives) - 1, room).astype(int)]
+    return np.sort(np.concatenate([keep_positives, keep_negatives]))
 
 
 def near_failures(windows: WindowSet, rows: np.ndarray, after_seconds: int, before_seconds: int

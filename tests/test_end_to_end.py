@@ -65,7 +65,9 @@ def test_backtest_alerts_follow_the_contract(run: dict) -> None:
     lines = run["paths"]["alerts.jsonl"].read_text().splitlines()
     alerts = [json.loads(line) for line in lines]
     assert alerts, "a day with failures and a trained model raises at least one alert"
-    assert all(set(a) == {"service", "state", "ts", "risk"} for a in alerts)
+    # the contract's four fields, and the phase (DESIGN.md allows more fields)
+    assert all(set(a) == {"service", "state", "ts", "risk", "phase"} for a in alerts)
+    assert {a["phase"] for a in alerts} <= {"predicted", "failing"}
     for service in {a["service"] for a in alerts}:
         states = [a["state"] for a in alerts if a["service"] == service]
         assert states[0] == "firing"
