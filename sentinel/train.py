@@ -212,7 +212,7 @@ def cap_windows(rows: np.ndarray, positives: np.ndarray, limit: int) -> np.ndarr
     keep_positives = positives[np.linspace(0, len(positives) - 1, min(len(positives), limit // 2)
                                            ).astype(int)] if len(positives) else positives
     negatives = np.setdiff1d(rows, positives, assume_unique=True)
-    room = limit - len(keep_positives)
+    room = min(limit - len(keep_positives), len(negatives))
     keep_negatives = negatives[np.linspace(0, len(negatives) - 1, room).astype(int)]
     return np.sort(np.concatenate([keep_positives, keep_negatives]))
 
