@@ -232,13 +232,13 @@ class Retrainer:
                          candidate_version=summary["training"]["version"],
                          candidate=summary["candidate"], current=summary["current"])
             self.samples.set(facts["samples"])
+            decision = decide(cfg.metric, summary["candidate"], summary["current"], cfg.margin)
+            for model, score in (("candidate", decision.candidate), ("current", decision.current)):
+                self.score.labels(model).set(float("nan") if score is None else score)
             skill = summary["training"].get("skill") or {}
             if skill.get("better") is False:
                 return RunResult("rejected", "the candidate is not better than the static "
                                  f"baseline: {skill['reason']}", facts)
-            decision = decide(cfg.metric, summary["candidate"], summary["current"], cfg.margin)
-            for model, score in (("candidate", decision.candidate), ("current", decision.current)):
-                self.score.labels(model).set(float("nan") if score is None else score)
             if decision.outcome == "rejected":
                 return RunResult("rejected", decision.reason, facts)
             version = self.registry.add(out)

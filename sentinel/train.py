@@ -72,6 +72,7 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
 
 
 MIN_VALIDATION_FAILURES = 3
+CHANCE_MARGIN = 1.5  # a PR-AUC below this times the positive share ranks like chance
 SCALER_WINDOWS = 20_000  # windows sampled to decide transforms and fit the scaling
 
 
@@ -160,7 +161,8 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     operating_threshold, validation = choose_threshold(config, windows, val_rows, val_risk)
     baseline = tune_baseline(config, windows, np.flatnonzero(
         (windows.ts < cut - config.horizon_seconds) & windows.known), val_rows)
-    skill = compare_with_baseline(validation["overall"], baseline.get("validation", {}))
+    skill = compare_with_baseline(validation["overall"], baseline.get("validation", {}),
+                                  float(np.nanmean(y_val)) if labelled_val.any() else None)
     if skill["better"] is False:
         log.warning("the model is NOT better than the static baseline on the validation part "
                     "(%s): expect it to warn no better than a static threshold", skill["reason"])
@@ -186,10 +188,13 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
             "baseline": baseline["rule"], "skill": skill}
 
 
-def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any],
+                          positive_share: float | None = None) -> dict[str, Any]:
     """Is the model better than the static baseline on the validation part? Better means more
     failures announced early within the false-alert budget the threshold was chosen for, or
-    as many with fewer false alerts; a validation part without failures cannot say."""
+    as many with fewer false alerts; a model whose windows rank no better than chance
+    (PR-AUC within CHANCE_MARGIN of the positive share) is never better. A validation part
+    without failures cannot say."""
     ours, theirs = model.get("early_recall"), baseline.get("early_recall")
     ours_false = model.get("false_alerts_per_service_day") or 0.0
     theirs_false = baseline.get("false_alerts_per_service_day") or 0.0
@@ -201,6 +206,11 @@ def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any]) -> di
     better = ours > theirs or (ours == theirs and ours > 0 and ours_false < theirs_false)
     reason = (f"validation early recall {ours:.2f} at {ours_false:.2f} false alerts per "
               f"service-day, the static baseline's {theirs:.2f} at {theirs_false:.2f}")
+    pr_auc = model.get("pr_auc")
+    if positive_share and pr_auc is not None and pr_auc <= CHANCE_MARGIN * positive_share:
+        better = False
+        reason = (f"validation PR-AUC {pr_auc:.3f}: no better than chance "
+                  f"({positive_share:.3f}); {reason}")
     return {**figures, "better": better, "reason": reason}
 
 

@@ -102,5 +102,5 @@ def test_weights_of_another_architecture_are_refused(trained: tuple[Path, float]
     sums[METADATA] = hashlib.sha256((artifact / METADATA).read_bytes()).hexdigest()
     (artifact / "checksums.json").write_text(json.dumps(sums))
 
-    with pytest.raises(ModelError, match=r"layers/lstm/cell/vars/0 has shape \(4, 32\)"):
+    with pytest.raises(ModelError, match=r"layers/lstm/cell/vars/0 has shape \(8, 32\)"):
         load_model(artifact, CONFIG)

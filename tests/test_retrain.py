@@ -534,7 +534,8 @@ def test_the_first_model_is_trained_then_a_no_skill_candidate_is_rejected_by_the
     _, config = retrain_config(tmp_path, trained)
     first, metrics = retrainer_for(config, recorded_history)
 
-    assert first.run_once() == "promoted"  # no model in service yet: a cold start
+    outcome = first.run_once()
+    assert outcome == "promoted", first.last.reason  # no model in service yet: a cold start
     registry = first.registry
     serving = registry.current()
     metadata = json.loads((serving.path / METADATA).read_text())
@@ -545,7 +546,7 @@ def test_the_first_model_is_trained_then_a_no_skill_candidate_is_rejected_by_the
     # the same history, but a candidate that predicts 0.5 everywhere: the gate says no
     first.extra_args = ["--no-skill"]  # the test-only hook of sentinel.retrain_child
     bad = first
-    assert bad.run_once() == "rejected"
+    assert bad.run_once() == "rejected", (bad.last.reason, bad.last.facts)
     assert registry.current() == serving
     assert [v.version for v in registry.versions()] == [serving.version]
     assert leftovers(config) == []
