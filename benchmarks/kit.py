@@ -21,7 +21,7 @@ import yaml
 from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.localbroker import free_port
+from sentinel.sim.localbroker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "config" / "sentinel.yaml"
@@ -41,9 +41,10 @@ def write_model(out: Path, config_path: Path, fires_on: str | None = None) -> No
 import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import keras, numpy as np
 from pathlib import Path
-from sentinel.config import load_config
-from sentinel.features import Scaler, tracked_metrics
-from sentinel.model import build_model, save_model, schema_of
+from sentinel.config.load import load_config
+from sentinel.core.features import Scaler, tracked_metrics
+from sentinel.training.keras_model import build_model
+from sentinel.model.artifact import save_model, schema_of
 config = load_config({str(config_path)!r})
 keras.utils.set_random_seed(0)
 model = build_model(config.window_steps, len(config.features), config.training.lstm_units)

@@ -41,9 +41,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_kit import train_small_model, write_config  # noqa: E402
 
-from sentinel.localbroker import TansuBroker  # noqa: E402
-from sentinel.model import Scorer, load_model  # noqa: E402
+from sentinel.model.artifact import load_model  # noqa: E402
 from sentinel.runner import App  # noqa: E402
+from sentinel.sim.localbroker import TansuBroker  # noqa: E402
+from sentinel.training.keras_model import Scorer  # noqa: E402
 
 STEP_SECONDS = 10
 

@@ -29,15 +29,16 @@ from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel import simulate
-from sentinel.alerts import AlertTransition
-from sentinel.backtest import replay
-from sentinel.config import Config, parse_config
-from sentinel.model import load_model
-from sentinel.pipeline import Score
+from sentinel.config.load import parse_config
+from sentinel.config.schema import Config
+from sentinel.core.alerts import AlertTransition
+from sentinel.core.pipeline import Score
+from sentinel.core.samples import Sample, decode
+from sentinel.model.artifact import load_model
 from sentinel.runner import App
-from sentinel.samples import Sample, decode
-from sentinel.train import train
+from sentinel.sim import simulate
+from sentinel.training.backtest import replay
+from sentinel.training.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "config" / "sentinel.yaml"
@@ -179,7 +180,7 @@ class Expected:
 
 
 def expected(config: Config, model_dir: Path, samples: list[dict]) -> Expected:
-    """`sentinel.backtest.replay` on the same samples, model and thresholds, cut where a live
+    """`sentinel.training.backtest.replay` on the same samples, model and thresholds, cut where a live
     stream stops: a bucket closes only once its service's watermark passed it (the backtest
     also flushes the last open buckets at the end of its file)."""
     model = load_model(model_dir, config)

@@ -28,7 +28,7 @@ from pathlib import Path
 import trustme
 from broker import free_port, tansu_binary
 
-from sentinel.localbroker import TansuBroker
+from sentinel.sim.localbroker import TansuBroker
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sentinel.alerts import AlertMachine, AlertTransition
-from sentinel.config import AlertingConfig
+from sentinel.config.schema import AlertingConfig
+from sentinel.core.alerts import AlertMachine, AlertTransition
 
 STEP = 10
 T0 = 1_763_899_200

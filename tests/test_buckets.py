@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 
-from sentinel.buckets import Bucket, Bucketer
-from sentinel.samples import Sample
+from sentinel.core.buckets import Bucket, Bucketer
+from sentinel.core.samples import Sample
 
 METRICS = ("qps", "p99_ms")
 T0 = 1_763_899_200  # on the 10 s grid

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sentinel.config import (
+from sentinel.config.load import load_config, parse_config
+from sentinel.config.readers import parse_duration
+from sentinel.config.schema import (
     AlertingConfig,
     AlertmanagerConfig,
     Condition,
@@ -23,9 +25,6 @@ from sentinel.config import (
     StreamConfig,
     TrainingConfig,
     WebhookConfig,
-    load_config,
-    parse_config,
-    parse_duration,
 )
 from sentinel.errors import ConfigError
 

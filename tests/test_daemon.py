@@ -43,16 +43,17 @@ from daemon_kit import (
 )
 from prometheus_client import CollectorRegistry, generate_latest
 
-from sentinel import simulate
-from sentinel.alerts import AlertTransition
 from sentinel.cli import main
-from sentinel.config import AlertingConfig, AlertmanagerConfig, WebhookConfig, parse_config
-from sentinel.daemon import Daemon
-from sentinel.health import HealthServer, HealthState
-from sentinel.kafka_io import DeadLetters, KafkaUnavailable, Record
-from sentinel.pipeline import Pipeline
+from sentinel.config.load import parse_config
+from sentinel.config.schema import AlertingConfig, AlertmanagerConfig, WebhookConfig
+from sentinel.core.alerts import AlertTransition
+from sentinel.core.pipeline import Pipeline
+from sentinel.daemon.daemon import Daemon
+from sentinel.daemon.health import HealthServer, HealthState
+from sentinel.daemon.kafka_io import DeadLetters, KafkaUnavailable, Record
+from sentinel.daemon.telemetry import Telemetry, exposition
+from sentinel.sim import simulate
 from sentinel.sinks import Notifier, OutboxError
-from sentinel.telemetry import Telemetry, exposition
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import AlertingConfig, AlertmanagerConfig, DeliveryConfig, WebhookConfig
+from sentinel.config.schema import AlertingConfig, AlertmanagerConfig, DeliveryConfig, WebhookConfig
+from sentinel.core.alerts import AlertTransition
 from sentinel.errors import ConfigError, SentinelError
 from sentinel.sinks import Delivery, Notifier, Outbox, OutboxError
 from sentinel.sinks.base import rfc3339

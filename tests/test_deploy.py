@@ -46,13 +46,13 @@ from daemon_kit import (
     write_config,
 )
 
-from sentinel import simulate
-from sentinel.backtest import replay
-from sentinel.config import load_config, parse_config
-from sentinel.model import load_model
-from sentinel.registry import ModelRegistry
+from sentinel.config.load import load_config, parse_config
+from sentinel.core.samples import Sample, decode
+from sentinel.model.artifact import load_model
+from sentinel.retrain.registry import ModelRegistry
 from sentinel.runner import STOP_TIMEOUT_SECONDS
-from sentinel.samples import Sample, decode
+from sentinel.sim import simulate
+from sentinel.training.backtest import replay
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -751,7 +751,7 @@ def test_the_dashboard_and_rules_name_only_metrics_sentinel_exports(scenario: Sc
     named = {name for text in texts for name in re.findall(r"\bsentinel_[a-z_]+", text)}
     named = {re.sub(r"_(bucket|sum|count)$", "", name) for name in named}
     # exported only by a daemon with `retrain` configured (this one has none): they must at
-    # least be the names sentinel/retrain.py registers
+    # least be the names sentinel/retrain/scheduler.py registers
     retrain_source = (ROOT / "sentinel" / "retrain.py").read_text()
     retrain_only = {name for name in named - exported if f'"{name}"' in retrain_source}
     assert retrain_only <= {"sentinel_retrain_runs_total", "sentinel_retrain_running"}

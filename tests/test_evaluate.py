@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import AlertingConfig, parse_config
-from sentinel.evaluate import Coverage, average_precision, evaluate, replay_alerts
-from sentinel.labels import FailureEvent
+from sentinel.config.load import parse_config
+from sentinel.config.schema import AlertingConfig
+from sentinel.core.alerts import AlertTransition
+from sentinel.core.labels import FailureEvent
+from sentinel.training.evaluate import Coverage, average_precision, evaluate, replay_alerts
 
 CONFIG = parse_config({
     "step": "10s", "window": "5m", "horizon": "5m",

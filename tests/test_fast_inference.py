@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from daemon_kit import BASE_CONFIG, STREAM
 
-from sentinel.config import load_config
+from sentinel.config.load import load_config
+from sentinel.core.features import Scaler, tracked_metrics
 from sentinel.errors import ModelError
-from sentinel.fastlstm import TOLERANCE, FastScorer, LstmWeights, available_runtimes, forward
-from sentinel.features import Scaler, tracked_metrics
-from sentinel.model import METADATA, build_model, load_model
+from sentinel.model.artifact import METADATA, load_model
+from sentinel.model.fastlstm import TOLERANCE, FastScorer, LstmWeights, available_runtimes, forward
+from sentinel.training.keras_model import build_model
 
 CONFIG = load_config(BASE_CONFIG)
 RUNTIMES = available_runtimes()

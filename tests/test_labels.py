@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sentinel.config import Condition, FailureRule
-from sentinel.labels import failing_steps, failure_events, failure_runs, targets
+from sentinel.config.schema import Condition, FailureRule
+from sentinel.core.labels import failing_steps, failure_events, failure_runs, targets
 
 NAN = np.nan
 METRICS = ("qps", "error_rate", "p99_ms")

@@ -11,20 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.config import Config, parse_config
+from sentinel.config.load import parse_config
+from sentinel.config.schema import Config
+from sentinel.core.features import Scaler, tracked_metrics
 from sentinel.errors import ModelError
-from sentinel.features import Scaler, tracked_metrics
-from sentinel.model import (
-    CHECKSUMS,
-    METADATA,
-    SCALER,
-    WEIGHTS,
-    Scorer,
-    build_model,
-    load_model,
-    save_model,
-    schema_of,
-)
+from sentinel.model.artifact import CHECKSUMS, METADATA, SCALER, WEIGHTS, load_model, save_model, schema_of
+from sentinel.training.keras_model import Scorer, build_model
 
 RAW_CONFIG = {
     "step": "10s",

@@ -17,21 +17,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.config import parse_config
+from sentinel.config.load import parse_config
+from sentinel.core.features import Scaler, tracked_metrics
 from sentinel.errors import ModelError
-from sentinel.features import Scaler, tracked_metrics
-from sentinel.model import (
+from sentinel.model.artifact import (
     CHECKSUMS,
     METADATA,
     SCALER,
     WEIGHTS,
     _sha256,
-    build_model,
     load_model,
     save_model,
     schema_of,
 )
-from sentinel.registry import POINTER, VERSIONS, ModelRegistry
+from sentinel.retrain.registry import POINTER, VERSIONS, ModelRegistry
+from sentinel.training.keras_model import build_model
 
 SENTINEL = Path(__file__).resolve().parents[1] / "sentinel"
 CONFIG = parse_config({

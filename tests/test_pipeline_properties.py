@@ -14,10 +14,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sentinel.config import parse_config
-from sentinel.features import Scaler, transform
-from sentinel.pipeline import Pipeline
-from sentinel.samples import REASONS, Rejection, Sample, decode
+from sentinel.config.load import parse_config
+from sentinel.core.features import Scaler, transform
+from sentinel.core.pipeline import Pipeline
+from sentinel.core.samples import REASONS, Rejection, Sample, decode
 
 CONFIG = parse_config({
     "step": "10s", "window": "40s", "horizon": "20s",

@@ -263,7 +263,7 @@ def test_sigkill_at_random_points_skips_no_offset_and_loses_no_alert(kafka_broke
     assert receiver.keys() == want.keys  # no resolve of an episode nobody heard of
     duplicates = len(receiver.received) - len(receiver.keys())
     # episodes that outlived a restart's plain rebuild range (rebuild_messages before the
-    # committed offset): known after the restart only thanks to sentinel.rebuild_hints
+    # committed offset): known after the restart only thanks to sentinel.daemon.rebuild_hints
     runs = [tmp_path / f"run{k}.log" for k in range(KILLS)] + [tmp_path / "last.log"]
     long_episodes = episodes_spanning_a_rebuild(want, runs, config.kafka.rebuild_messages)
     report("sigkill", kills=KILLS, seed=SEED, expected_transitions=len(want.transitions),
@@ -306,7 +306,7 @@ def test_a_late_bucket_for_an_older_hour_is_written_not_refused_with_a_closed_de
     from prometheus_client import CollectorRegistry
     from test_retrain import T0, read_series, store_at, synthetic
 
-    from sentinel.history_store import OPEN_SEGMENTS
+    from sentinel.daemon.history_store import OPEN_SEGMENTS
 
     metrics = CollectorRegistry()
     store = store_at(tmp_path / "history", metrics)
@@ -360,7 +360,7 @@ def live_scores(logs: list[DaemonProcess], after_ts: float) -> set[str]:
 @pytest.mark.slow
 def test_a_second_replica_joining_and_leaving_strands_no_partition_and_loses_nothing(
         kafka_broker, trained, tmp_path):
-    from sentinel import simulate
+    from sentinel.sim import simulate
 
     kafka_broker.create_topic("metrics", partitions=4)
     samples = simulate.simulate(services=6, days=0.1, seed=3).samples
@@ -719,12 +719,12 @@ OVERSIZED = {
 
 @pytest.mark.parametrize("make", OVERSIZED.values(), ids=OVERSIZED.keys())
 def test_an_oversized_message_is_rejected_before_it_is_parsed(make, monkeypatch):
-    import sentinel.samples
-    from sentinel.samples import MAX_MESSAGE_BYTES, Rejection, decode
+    import sentinel.core.samples
+    from sentinel.core.samples import MAX_MESSAGE_BYTES, Rejection, decode
 
     assert getattr(decode(make(MAX_MESSAGE_BYTES // 2)), "reason", None) != "too_large"
     parsed = []
-    monkeypatch.setattr(sentinel.samples.json, "loads", lambda raw: parsed.append(raw))
+    monkeypatch.setattr(sentinel.core.samples.json, "loads", lambda raw: parsed.append(raw))
     rejected = decode(make(32 * 2**20))  # 32 MiB
     assert isinstance(rejected, Rejection) and rejected.reason == "too_large"
     assert parsed == []  # the parser never saw it
@@ -742,7 +742,7 @@ def test_an_oversized_message_is_rejected_before_it_is_parsed(make, monkeypatch)
     (1_500, [None, 1_000], 0),           # never before the log's beginning
 ])
 def test_a_rebuild_starts_before_the_oldest_hint_within_bounds(committed, hints, start):
-    from sentinel.kafka_io import rebuild_start
+    from sentinel.daemon.kafka_io import rebuild_start
 
     assert rebuild_start(committed, 0, 2000, hints) == start
 
@@ -753,7 +753,7 @@ def test_a_rebuild_starts_before_the_oldest_hint_within_bounds(committed, hints,
     ('{"rebuild_from": true}', None),
 ])
 def test_the_hint_in_a_commits_metadata_is_read_back_or_ignored(metadata, hint):
-    from sentinel.kafka_io import hint_metadata, metadata_hint
+    from sentinel.daemon.kafka_io import hint_metadata, metadata_hint
 
     assert metadata_hint(metadata) == hint
     assert metadata_hint(hint_metadata(18250)) == 18250 and hint_metadata(None) == ""
@@ -767,7 +767,7 @@ def test_where_a_firing_episode_began_is_saved_for_a_restart_and_dropped_once_re
     from before it (tests above: every episode resolved under its own key after 10 kills)."""
     from test_daemon import make_loop, rec
 
-    from sentinel.rebuild_hints import RebuildHints
+    from sentinel.daemon.rebuild_hints import RebuildHints
 
     def saved() -> int | None:
         return RebuildHints(tmp_path / "hints.json", "metrics", "sentinel").get(0)

@@ -35,25 +35,26 @@ from daemon_kit import (
 )
 from prometheus_client import CollectorRegistry
 
-from sentinel import simulate
-from sentinel.backtest import replay
-from sentinel.buckets import Bucket
 from sentinel.cli import main
-from sentinel.config import Config, parse_config
-from sentinel.daemon import Daemon
+from sentinel.config.load import parse_config
+from sentinel.config.schema import Config
+from sentinel.core.buckets import Bucket
+from sentinel.core.features import tracked_metrics
+from sentinel.core.pipeline import Pipeline
+from sentinel.core.samples import Sample, decode
+from sentinel.daemon.daemon import Daemon
+from sentinel.daemon.health import HealthState
+from sentinel.daemon.history_store import HistoryStore, find_corrupt
+from sentinel.daemon.hotswap import ModelWatcher
+from sentinel.daemon.kafka_io import Record
+from sentinel.daemon.telemetry import Telemetry
 from sentinel.errors import ConfigError, ModelError
-from sentinel.features import tracked_metrics
-from sentinel.health import HealthState
-from sentinel.history import read_series, series_from_buckets
-from sentinel.history_store import HistoryStore, find_corrupt
-from sentinel.hotswap import ModelWatcher
-from sentinel.kafka_io import Record
-from sentinel.model import CHECKSUMS, METADATA, WEIGHTS, load_model, save_model
-from sentinel.pipeline import Pipeline
-from sentinel.registry import POINTER, VERSIONS, ModelRegistry
-from sentinel.retrain import Retrainer
-from sentinel.samples import Sample, decode
-from sentinel.telemetry import Telemetry
+from sentinel.model.artifact import CHECKSUMS, METADATA, WEIGHTS, load_model, save_model
+from sentinel.retrain.registry import POINTER, VERSIONS, ModelRegistry
+from sentinel.retrain.scheduler import Retrainer
+from sentinel.sim import simulate
+from sentinel.training.backtest import replay
+from sentinel.training.history import read_series, series_from_buckets
 
 CONFIG = parse_config(yaml.safe_load(BASE_CONFIG.read_text()), str(BASE_CONFIG))
 
@@ -448,7 +449,7 @@ def test_a_corrupt_segment_is_found_set_aside_and_counted_and_the_rest_still_rea
 
     corrupt = find_corrupt(tmp_path)
     assert [(name, line) for name, line, _ in corrupt] == [(middle.name, 1)]
-    with caplog.at_level(logging.ERROR, "sentinel.history_store"):
+    with caplog.at_level(logging.ERROR, "sentinel.daemon.history_store"):
         store.quarantine([name for name, _, _ in corrupt])
     assert (tmp_path / (middle.name + ".corrupt")).is_file() and not middle.exists()
     assert metrics.get_sample_value("sentinel_history_corrupt_segments_total") == 1
@@ -543,7 +544,7 @@ def test_the_first_model_is_trained_then_a_no_skill_candidate_is_rejected_by_the
     assert first.last.facts["samples"] > 5000
 
     # the same history, but a candidate that predicts 0.5 everywhere: the gate says no
-    first.extra_args = ["--no-skill"]  # the test-only hook of sentinel.retrain_child
+    first.extra_args = ["--no-skill"]  # the test-only hook of sentinel.retrain.child
     bad = first
     assert bad.run_once() == "rejected"
     assert registry.current() == serving
@@ -640,7 +641,7 @@ class Events(logging.Handler):
 @pytest.fixture
 def loop_events() -> Iterator[Events]:
     handler = Events()
-    loggers = [logging.getLogger(name) for name in ("sentinel.daemon", "sentinel.hotswap")]
+    loggers = [logging.getLogger(name) for name in ("sentinel.daemon.daemon", "sentinel.daemon.hotswap")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.DEBUG)  # the daemon logs every scored window at debug

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sentinel.samples import MAX_MESSAGE_BYTES, REASONS, Rejection, Sample, decode
+from sentinel.core.samples import MAX_MESSAGE_BYTES, REASONS, Rejection, Sample, decode
 
 TS = 1763899200  # 2025-11-23T12:00:00Z
 NOW = float(TS)

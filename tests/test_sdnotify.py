@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sentinel.sdnotify import SystemdNotifier
+from sentinel.daemon.sdnotify import SystemdNotifier
 
 
 class NotifySocket:

@@ -19,8 +19,8 @@ from prometheus_client import CollectorRegistry, Counter
 from security_kit import HttpsReceiver, Pki, Reply
 
 from sentinel import cli
-from sentinel.alerts import AlertTransition
-from sentinel.config import (
+from sentinel.config.load import dump_config, load_config, parse_config
+from sentinel.config.schema import (
     AlertingConfig,
     AlertmanagerConfig,
     BasicAuthConfig,
@@ -29,13 +29,11 @@ from sentinel.config import (
     MetricsConfig,
     ServerTlsConfig,
     WebhookConfig,
-    dump_config,
-    load_config,
-    parse_config,
 )
+from sentinel.config.secrets import Secret, SecretSource, mask_url, read_secret
+from sentinel.core.alerts import AlertTransition
+from sentinel.daemon.health import HealthServer, HealthState
 from sentinel.errors import ConfigError
-from sentinel.health import HealthServer, HealthState
-from sentinel.secrets import Secret, SecretSource, mask_url, read_secret
 from sentinel.sinks import Notifier
 
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sentinel.yaml"

@@ -18,7 +18,7 @@ from daemon_kit import BASE_CONFIG, DaemonProcess, wait_until
 from security_kit import HttpsReceiver, Pki
 
 from sentinel import cli
-from sentinel.config import parse_config
+from sentinel.config.load import parse_config
 
 SECRETS = {  # one distinct value per kind of secret, so a leak says which one leaked
     "kafka": "kafka-sasl-Vx93",

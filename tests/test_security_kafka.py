@@ -15,10 +15,10 @@ from kafka import KafkaConsumer
 from security_kit import Pki, SecuredBroker
 
 from sentinel import cli
-from sentinel.config import KafkaConfig, KafkaSaslConfig, KafkaSslConfig
+from sentinel.config.schema import KafkaConfig, KafkaSaslConfig, KafkaSslConfig
+from sentinel.config.secrets import SecretSource
+from sentinel.daemon.kafka_io import DeadLetters, KafkaSource, KafkaUnavailable, Record, client_security
 from sentinel.errors import ConfigError
-from sentinel.kafka_io import DeadLetters, KafkaSource, KafkaUnavailable, Record, client_security
-from sentinel.secrets import SecretSource
 
 PASSWORD = "kafka-pw-7Yt!x"
 SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sentinel.yaml"

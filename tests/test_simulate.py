@@ -14,14 +14,7 @@ from broker import FAST_GROUP, TansuBroker
 from kafka import KafkaConsumer
 
 from sentinel.errors import SentinelError
-from sentinel.simulate import (
-    DEFAULT_START_TS,
-    Simulation,
-    produce_kafka,
-    profiles,
-    simulate,
-    write_jsonl,
-)
+from sentinel.sim.simulate import DEFAULT_START_TS, Simulation, produce_kafka, profiles, simulate, write_jsonl
 
 STEP = 10
 METRICS = ("qps", "p99_ms", "error_rate", "cpu")

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from sentinel.buckets import Bucket
-from sentinel.config import FeatureSpec
-from sentinel.features import Scaler, fill_gaps, transform
-from sentinel.windows import WindowStore, max_missing_steps, scorable
+from sentinel.config.schema import FeatureSpec
+from sentinel.core.buckets import Bucket
+from sentinel.core.features import Scaler, fill_gaps, transform
+from sentinel.core.windows import WindowStore, max_missing_steps, scorable
 
 NAN = np.nan
 T0 = 1_763_899_200

@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sentinel.alerts import AlertTransition
+from sentinel.core.alerts import AlertTransition
 from sentinel.errors import SentinelError
 
 log = logging.getLogger(__name__)
