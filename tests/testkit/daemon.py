@@ -16,14 +16,12 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import yaml
-from broker import FAST_GROUP, free_port
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.structs import TopicPartition
 from prometheus_client import CollectorRegistry
@@ -39,8 +37,10 @@ from sentinel.runner import App
 from sentinel.sim import simulate
 from sentinel.training.backtest import replay
 from sentinel.training.train import train
+from tests.testkit.broker import FAST_GROUP, free_port
+from tests.testkit.wait import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BASE_CONFIG = ROOT / "config" / "sentinel.yaml"
 STREAM = simulate.simulate(services=3, days=0.3, seed=5).samples  # ~7,700 samples
 
@@ -66,28 +66,8 @@ def train_small_model(out: Path) -> float:
     return round(float(np.quantile(risks, 0.9)), 4)
 
 
-class Clock:
-    """A clock the test moves by hand (`clock.now += 5`): tests never sleep to pass time."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
-def wait_until(condition: Callable[[], object], timeout_seconds: float,
-               what: Callable[[], str] | str = "the condition", every_seconds: float = 0.05):
-    """The condition's first truthy value; AssertionError naming `what` after the timeout."""
-    deadline = time.monotonic() + timeout_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_seconds}s waiting for "
-                                 f"{what() if callable(what) else what}")
-        time.sleep(every_seconds)
 
 
 # --- config ----------------------------------------------------------------------------------
@@ -202,59 +182,8 @@ def expected(config: Config, model_dir: Path, samples: list[dict]) -> Expected:
 
 # --- a real webhook receiver -----------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Received:
-    headers: dict[str, str]
-    body: dict
-
-    @property
-    def key(self) -> str:
-        return self.headers["Idempotency-Key"]
-
-    @property
-    def alert(self) -> tuple[str, str, str]:
-        """(service, status, startsAt) of the one alert in the body."""
-        alert = self.body["alerts"][0]
-        return alert["labels"]["service"], alert["status"], alert["startsAt"]
 
 
-class Receiver:
-    """ThreadingHTTPServer on loopback recording each POST; may start on a chosen port."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.port = port
-        self.received: list[Received] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                with receiver._lock:
-                    receiver.received.append(Received(dict(self.headers), body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def keys(self) -> set[str]:
-        with self._lock:
-            return {r.key for r in self.received}
 
 
 # --- metrics and probes over HTTP ------------------------------------------------------------
@@ -394,3 +323,12 @@ class InProcessDaemon:
         self.app.stop()
         self.thread.join(timeout_seconds)
         return self.exit_code
+
+
+def config_for(tmp_path: Path, broker, trained, name: str = "sentinel", **options):
+    """`<name>.yaml` with its own state directory `<name>-state`."""
+    model_dir, threshold = trained
+    return write_config(tmp_path / f"{name}.yaml", bootstrap=broker.bootstrap,
+                        model_dir=model_dir, state_dir=tmp_path / f"{name}-state",
+                        threshold=threshold, **options)
+

@@ -10,11 +10,11 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import pytest
-from broker import FAST_GROUP, TansuBroker
 from kafka import KafkaConsumer
 
 from sentinel.errors import SentinelError
 from sentinel.sim.simulate import DEFAULT_START_TS, Simulation, produce_kafka, profiles, simulate, write_jsonl
+from tests.testkit.broker import FAST_GROUP, TansuBroker
 
 STEP = 10
 METRICS = ("qps", "p99_ms", "error_rate", "cpu")

@@ -3,7 +3,7 @@ gateway that puts TLS and/or SASL (PLAIN, SCRAM) in front of the Tansu broker (w
 neither: its --cert option does nothing in 0.6, and its SASL users cannot be created).
 
     >>> pki = Pki.create(tmp_path)                  # CA + a cert for 127.0.0.1 / localhost
-    >>> receiver = HttpsReceiver(pki).start()        # records POSTs, answers from a script
+    >>> receiver = Receiver(pki=pki).start()        # records POSTs, answers from a script
     >>> with SecuredBroker(tmp_path, pki) as broker:  # clients must speak TLS to broker.tls_bootstrap
     ...     ...
 """
@@ -14,21 +14,19 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import os
 import socket
 import ssl
 import struct
 import subprocess
 import threading
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 
 import trustme
-from broker import free_port, tansu_binary
 
 from sentinel.sim.localbroker import TansuBroker
+from tests.testkit.broker import free_port, tansu_binary
 
 
 @dataclass(frozen=True)
@@ -61,71 +59,10 @@ class Pki:
         return ssl.create_default_context(cafile=str(self.ca_file))
 
 
-@dataclass
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
-class Got:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> object:
-        return json.loads(self.body)
 
 
-class HttpsReceiver:
-    """Records every POST; HTTPS when given a Pki, plain HTTP otherwise."""
-
-    def __init__(self, pki: Pki | None = None) -> None:
-        self.pki = pki
-        self.default = Reply()
-        self.received: list[Got] = []
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self.port = 0
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.pki else 'http'}://127.0.0.1:{self.port}/alerts"
-
-    def start(self) -> HttpsReceiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.received.append(Got(self.path, dict(self.headers), body))
-                reply = receiver.default
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # failed TLS handshakes are what some tests are about
-
-        self._server = Server(("127.0.0.1", 0), Handler)
-        if self.pki is not None:
-            self._server.socket = self.pki.server_context().wrap_socket(
-                self._server.socket, server_side=True)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, args=(0.02,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
 
 
 class KafkaGateway:

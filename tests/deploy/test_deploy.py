@@ -34,17 +34,6 @@ from unittest import mock
 import numpy as np
 import pytest
 import yaml
-from broker import TansuBroker, free_port
-from daemon_kit import (
-    BASE_CONFIG,
-    DaemonProcess,
-    Receiver,
-    expected,
-    keyed,
-    produce,
-    wait_until,
-    write_config,
-)
 
 from sentinel.config.load import load_config, parse_config
 from sentinel.core.samples import Sample, decode
@@ -53,8 +42,12 @@ from sentinel.retrain.registry import ModelRegistry
 from sentinel.runner import STOP_TIMEOUT_SECONDS
 from sentinel.sim import simulate
 from sentinel.training.backtest import replay
+from tests.testkit.broker import TansuBroker, free_port
+from tests.testkit.daemon import BASE_CONFIG, DaemonProcess, expected, keyed, produce, write_config
+from tests.testkit.http import Receiver
+from tests.testkit.wait import wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
 RULE_FILES = [PROMETHEUS_DIR / "sentinel-rules.yml", PROMETHEUS_DIR / "sentinel-risk-rules.yml"]
@@ -626,7 +619,7 @@ def threshold_for(config, model_dir: Path, samples: list[dict]) -> float:
 
 
 def bodies(receiver: Receiver) -> list[dict]:
-    return [r.body for r in list(receiver.received)]
+    return [r.json() for r in list(receiver.received)]  # type: ignore[misc]
 
 
 def alert_statuses(receiver: Receiver, alertname: str, service: str | None = None) -> list[str]:

@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 from kafka import KafkaConsumer
-from security_kit import Pki, SecuredBroker
 
 from sentinel import cli
 from sentinel.config.schema import KafkaConfig, KafkaSaslConfig, KafkaSslConfig
 from sentinel.config.secrets import SecretSource
 from sentinel.daemon.kafka_io import DeadLetters, KafkaSource, KafkaUnavailable, Record, client_security
 from sentinel.errors import ConfigError
+from tests.testkit.security import Pki, SecuredBroker
 
 PASSWORD = "kafka-pw-7Yt!x"
-SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sentinel.yaml"
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "sentinel.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -14,22 +14,30 @@ import shutil
 import signal
 import time
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
-from broker import TansuBroker
-from daemon_kit import (
+from prometheus_client import CollectorRegistry, generate_latest
+
+from sentinel.cli import main
+from sentinel.config.schema import AlertingConfig, AlertmanagerConfig, WebhookConfig
+from sentinel.core.alerts import AlertTransition
+from sentinel.daemon.health import HealthServer, HealthState
+from sentinel.daemon.kafka_io import DeadLetters, KafkaUnavailable, Record
+from sentinel.daemon.telemetry import Telemetry, exposition
+from sentinel.sim import simulate
+from sentinel.sinks import Notifier, OutboxError
+from tests.testkit.broker import TansuBroker
+from tests.testkit.clock import FakeClock
+from tests.testkit.daemon import (
     STREAM,
-    Clock,
     DaemonProcess,
     Expected,
     InProcessDaemon,
-    Receiver,
     Scrape,
     committed_offsets,
+    config_for,
     consume_all,
     end_offsets,
     expected,
@@ -38,37 +46,16 @@ from daemon_kit import (
     produce,
     readiness,
     scrape,
-    wait_until,
     write_config,
 )
-from prometheus_client import CollectorRegistry, generate_latest
-
-from sentinel.cli import main
-from sentinel.config.load import parse_config
-from sentinel.config.schema import AlertingConfig, AlertmanagerConfig, WebhookConfig
-from sentinel.core.alerts import AlertTransition
-from sentinel.core.pipeline import Pipeline
-from sentinel.daemon.daemon import Daemon
-from sentinel.daemon.health import HealthServer, HealthState
-from sentinel.daemon.kafka_io import DeadLetters, KafkaUnavailable, Record
-from sentinel.daemon.telemetry import Telemetry, exposition
-from sentinel.sim import simulate
-from sentinel.sinks import Notifier, OutboxError
-
-
-@pytest.fixture
-def receiver() -> Receiver:
-    server = Receiver().start()
-    yield server
-    server.stop()
-
-
-def config_for(tmp_path: Path, broker, trained, name: str = "sentinel", **options):
-    """`<name>.yaml` with its own state directory `<name>-state`."""
-    model_dir, threshold = trained
-    return write_config(tmp_path / f"{name}.yaml", bootstrap=broker.bootstrap,
-                        model_dir=model_dir, state_dir=tmp_path / f"{name}-state",
-                        threshold=threshold, **options)
+from tests.testkit.http import Receiver
+from tests.testkit.loop import (
+    T0,
+    FakeNotifier,
+    make_loop,
+    rec,
+)
+from tests.testkit.wait import wait_until
 
 
 def assert_delivered(receiver: Receiver, want: Expected) -> None:
@@ -78,7 +65,7 @@ def assert_delivered(receiver: Receiver, want: Expected) -> None:
                lambda: f"deliveries; missing {sorted(want.keys - receiver.keys())}")
     by_alert: dict[tuple[str, str, str], set[str]] = defaultdict(set)
     for request in receiver.received:
-        assert request.body["version"] == "4"
+        assert request.json()["version"] == "4"  # type: ignore[index]
         by_alert[request.alert].add(request.key)
     assert all(len(keys) == 1 for keys in by_alert.values()), by_alert
     assert receiver.keys() == want.keys
@@ -104,7 +91,7 @@ def test_live_stream_raises_the_same_alerts_as_the_backtest(kafka_broker, traine
         assert daemon.stop() == 0
     # (service, state, ts) as the receiver got them: a firing's ts is its startsAt, a
     # resolve's its endsAt
-    alerts = [r.body["alerts"][0] for r in receiver.received]
+    alerts = [r.json()["alerts"][0] for r in receiver.received]  # type: ignore[index]
     got = sorted((a["labels"]["service"], a["status"],
                   _unix(a["startsAt"] if a["status"] == "firing" else a["endsAt"]))
                  for a in alerts)
@@ -483,141 +470,6 @@ def test_adopted_alerts_are_resent_to_alertmanager_until_forgotten(tmp_path):
     assert firing() == ["search"]
 
 
-# --- the loop with small fakes: no broker, no TensorFlow, time passed in -----------------------
-
-UNIT_CONFIG = {
-    "step": "10s", "window": "30s", "horizon": "10s", "features": [{"name": "qps"}],
-    "failure": {"any": [{"metric": "qps", "op": ">", "value": 1e9}]},
-    "alerting": {"threshold": 0.5, "for_steps": 1, "resolve_steps": 1, "cooldown": 0},
-    "stream": {"allowed_lateness": 0, "silence": "60s", "max_services": 2},
-}
-T0 = 1_763_899_200
-
-
-class FixedRisk:
-    def __init__(self, risk: float) -> None:
-        self.risk = risk
-
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        return np.full(len(windows), self.risk)
-
-
-class FakeSource:
-    """An in-memory partitioned log standing in for KafkaSource."""
-
-    def __init__(self) -> None:
-        self.polls: list[list[Record]] = []
-        self.committed: dict[int, int] = {}
-        self.hints: dict[int, int] = {}  # as KafkaSource puts them in the commit's metadata
-        self.assigned = [0, 1]
-        self.lag_error: KafkaUnavailable | None = None
-        self.on_revoked = self.on_assigned = None
-
-    def poll(self) -> list[Record]:
-        return self.polls.pop(0) if self.polls else []
-
-    def commit(self, next_offsets: dict[int, int], hints: dict[int, int] | None = None) -> None:
-        self.committed.update(next_offsets)
-        if hints is not None:
-            self.hints = dict(hints)
-
-    def assignment(self) -> list[int]:
-        return self.assigned
-
-    def lag(self) -> dict[int, int]:
-        if self.lag_error:
-            raise self.lag_error
-        return dict.fromkeys(self.assigned, 0)
-
-    def close(self) -> None:
-        pass
-
-
-class FakeNotifier:
-    def __init__(self, error: Exception | None = None) -> None:
-        self.submitted: list = []
-        self.adopted: list = []
-        self.forgotten: list[str] = []
-        self.error = error
-        self.problem: str | None = None  # what a real one says when its disk refuses
-        self.in_memory = 0  # deliveries the disk refused, not delivered yet
-
-    def unsaved(self) -> int:
-        return self.in_memory
-
-    def submit(self, transition) -> None:
-        if self.error:
-            raise self.error
-        self.submitted.append(transition)
-
-    def adopt(self, transition) -> None:
-        self.adopted.append(transition)
-
-    def forget(self, services: list[str]) -> None:
-        self.forgotten += services
-
-
-class FakeDeadLetters:
-    def __init__(self) -> None:
-        self.sent: list[tuple[int, str]] = []
-        self.acknowledged = True
-
-    def send(self, record: Record, reason: str, detail: str) -> None:
-        self.sent.append((record.offset, reason))
-
-    def flush(self) -> bool:
-        return self.acknowledged
-
-
-@dataclass
-class Loop:
-    daemon: Daemon
-    source: FakeSource
-    notifier: FakeNotifier
-    dead_letters: FakeDeadLetters
-    registry: CollectorRegistry
-    clock: Clock
-    model: FixedRisk
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        return self.registry.get_sample_value(name, labels)
-
-    def feed(self, *records: Record) -> None:
-        self.source.polls.append(list(records))
-        self.daemon.run_once()
-
-
-def make_loop(notifier: FakeNotifier | None = None, risk: float = 0.1, **stream) -> Loop:
-    raw = {**UNIT_CONFIG, "stream": {**UNIT_CONFIG["stream"], **stream}}
-    config = parse_config(raw)
-    registry, clock, source = CollectorRegistry(), Clock(), FakeSource()
-    notifier = notifier or FakeNotifier()
-    model, dead_letters = FixedRisk(risk), FakeDeadLetters()
-
-    def connect(on_revoked, on_assigned):
-        source.on_revoked, source.on_assigned = on_revoked, on_assigned
-        return source
-
-    health = HealthState(30.0, clock)
-    health.set_check("model", True, "a fixed risk")
-    daemon = Daemon(config, Pipeline(config, model), connect, notifier, Telemetry(registry),
-                    health, dead_letters, clock=clock, wall_clock=lambda: T0 + 3600.0)
-    return Loop(daemon, source, notifier, dead_letters, registry, clock, model)
-
-
-SAMPLE = object()
-
-
-def rec(offset: int, service: str = "cart", step: int | None = None, partition: int = 0,
-        warmup: bool = False, value: bytes | object | None = SAMPLE) -> Record:
-    """A record holding one sample of `service` at step `step` (default: the offset), or
-    `value` as it is (None: a tombstone)."""
-    ts = T0 + 10 * (offset if step is None else step)
-    if value is SAMPLE:
-        value = json.dumps({"service": service, "ts": ts, "metrics": {"qps": 100.0}}).encode()
-    return Record(partition, offset, service.encode(), value, warmup)  # type: ignore[arg-type]
-
-
 def test_a_poll_is_scored_published_and_committed_after_the_alerts_are_queued():
     loop = make_loop(risk=0.9)
     loop.feed(*(rec(i) for i in range(5)))
@@ -682,7 +534,7 @@ def test_a_silent_service_is_no_data_and_its_stale_risk_is_withdrawn():
     loop.feed(*(rec(i) for i in range(5)))
     assert loop.metric("sentinel_failure_risk", service="cart") == 0.1
 
-    loop.clock.now += 61
+    loop.clock.advance(61)
     loop.feed()
     assert loop.metric("sentinel_service_no_data", service="cart") == 1
     assert loop.metric("sentinel_failure_risk", service="cart") is None
@@ -694,9 +546,9 @@ def test_a_silent_service_is_no_data_and_its_stale_risk_is_withdrawn():
 def test_beyond_max_services_newcomers_are_evicted_first_then_the_longest_idle():
     loop = make_loop()
     loop.feed(*(rec(i, "cart", step=i) for i in range(5)))
-    loop.clock.now += 1
+    loop.clock.advance(1)
     loop.feed(*(rec(5 + i, "checkout", step=i) for i in range(5)))
-    loop.clock.now += 1
+    loop.clock.advance(1)
     loop.feed(rec(10, "search", step=0))  # less than a window: a newcomer goes first
 
     assert loop.metric("sentinel_services_evicted_total") == 1
@@ -704,7 +556,7 @@ def test_beyond_max_services_newcomers_are_evicted_first_then_the_longest_idle()
     assert "search" not in loop.daemon.pipeline.windows
     assert loop.metric("sentinel_failure_risk", service="cart") == 0.1
 
-    loop.clock.now += 1
+    loop.clock.advance(1)
     loop.feed(*(rec(11 + i, "search", step=i) for i in range(5)))  # established too now
     assert loop.metric("sentinel_services_evicted_total") == 2
     assert loop.metric("sentinel_failure_risk", service="cart") is None  # the longest idle
@@ -734,7 +586,7 @@ def test_broker_trouble_fails_readiness_but_not_liveness():
     assert loop.daemon.health.readiness()[0]
 
     loop.source.lag_error = KafkaUnavailable("end offsets lookup failed: timed out")
-    loop.clock.now += 5
+    loop.clock.advance(5)
     loop.feed()
     ready, body = loop.daemon.health.readiness()
     assert not ready and body["failing"] == ["broker"]
@@ -743,7 +595,7 @@ def test_broker_trouble_fails_readiness_but_not_liveness():
 
 
 def test_health_endpoints_answer_json_and_serve_the_registry():
-    clock, registry = Clock(), CollectorRegistry()
+    clock, registry = FakeClock(), CollectorRegistry()
     Telemetry(registry).samples.inc(3)
     state = HealthState(30.0, clock)
     state.set_check("model", True, "version x")
@@ -754,7 +606,7 @@ def test_health_endpoints_answer_json_and_serve_the_registry():
         assert json.loads(body)["failing"] == ["partitions", "broker"]
         state.progressed()
         assert http_get(server.port, "/healthz")[0] == 200
-        clock.now += 31
+        clock.advance(31)
         status, body = http_get(server.port, "/healthz")
         assert status == 503 and json.loads(body)["status"] == "stalled"
         assert Scrape(http_get(server.port, "/metrics")[1].decode()).get(

@@ -28,7 +28,7 @@ from sentinel.config.schema import (
 )
 from sentinel.errors import ConfigError
 
-SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sentinel.yaml"
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "sentinel.yaml"
 DELETE = object()  # a table value meaning "remove this key"
 
 

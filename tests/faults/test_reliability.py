@@ -20,32 +20,25 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from daemon_kit import (
+from kafka import KafkaProducer
+
+from tests.testkit.daemon import (
     STREAM,
     DaemonProcess,
     InProcessDaemon,
-    Receiver,
     committed_offsets,
+    config_for,
     expected,
     http_get,
     keyed,
     produce,
     readiness,
-    wait_until,
 )
-from kafka import KafkaProducer
-from test_daemon import config_for
+from tests.testkit.wait import wait_until
 
 SEED = int(os.environ.get("SENTINEL_FAULT_SEED", "6"))
 OUTAGE_SECONDS = float(os.environ.get("SENTINEL_OUTAGE_SECONDS", "30"))
 KILLS = int(os.environ.get("SENTINEL_KILLS", "10"))
-
-
-@pytest.fixture
-def receiver() -> Receiver:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 def report(test: str, **figures: object) -> None:
@@ -304,9 +297,10 @@ def test_a_late_bucket_for_an_older_hour_is_written_not_refused_with_a_closed_de
     poll can close a bucket of an hour older than the two segments kept open; opening its
     segment closed the descriptor just opened (EBADF) and the history lost those lines."""
     from prometheus_client import CollectorRegistry
-    from test_retrain import T0, read_series, store_at, synthetic
 
     from sentinel.daemon.history_store import OPEN_SEGMENTS
+    from sentinel.training.history import read_series
+    from tests.testkit.history import T0, store_at, synthetic
 
     metrics = CollectorRegistry()
     store = store_at(tmp_path / "history", metrics)
@@ -320,7 +314,7 @@ def test_a_late_bucket_for_an_older_hour_is_written_not_refused_with_a_closed_de
 
 
 def store_config():
-    from test_retrain import CONFIG
+    from tests.testkit.history import CONFIG
     return CONFIG
 
 
@@ -409,7 +403,6 @@ def test_a_second_replica_joining_and_leaving_strands_no_partition_and_loses_not
     report("rebalance_churn", rebalances=len(rebalances) - 1,
            settle_s=[r["settled_s"] for r in rebalances[1:]],
            windows_expected=len(want.scored), windows_missed=len(want.scored - scored))
-
 
 
 # --- stalls longer than the group's patience -------------------------------------------------
@@ -509,7 +502,7 @@ def test_while_an_alert_is_only_in_memory_scoring_goes_on_and_offsets_wait():
     """The outbox could not write an alert (the Notifier keeps it in memory and delivers
     it): the daemon scores on, shows the outbox as degraded, and commits nothing until the
     alert is delivered, so that a crash meanwhile re-reads the records and queues it again."""
-    from test_daemon import FakeNotifier, make_loop, rec
+    from tests.testkit.loop import FakeNotifier, make_loop, rec
 
     notifier = FakeNotifier()
     notifier.in_memory, notifier.problem = 1, "cannot write to the alert outbox: disk full"
@@ -765,9 +758,8 @@ def test_where_a_firing_episode_began_is_saved_for_a_restart_and_dropped_once_re
     rebuilt state fired a second episode nobody heard of. The daemon now saves, before each
     commit, the offset where each partition's oldest firing episode began; a restart rebuilds
     from before it (tests above: every episode resolved under its own key after 10 kills)."""
-    from test_daemon import make_loop, rec
-
     from sentinel.daemon.rebuild_hints import RebuildHints
+    from tests.testkit.loop import make_loop, rec
 
     def saved() -> int | None:
         return RebuildHints(tmp_path / "hints.json", "metrics", "sentinel").get(0)

@@ -13,7 +13,7 @@ import yaml
 from sentinel.cli import main
 
 pytestmark = pytest.mark.slow
-SHIPPED = Path(__file__).resolve().parent.parent / "config" / "sentinel.yaml"
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "sentinel.yaml"
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from sentinel.model.artifact import (
 from sentinel.retrain.registry import POINTER, VERSIONS, ModelRegistry
 from sentinel.training.keras_model import build_model
 
-SENTINEL = Path(__file__).resolve().parents[1] / "sentinel"
+SENTINEL = Path(__file__).resolve().parents[2] / "sentinel"
 CONFIG = parse_config({
     "step": "10s", "window": "40s", "horizon": "20s",
     "features": [{"name": "qps"}, {"name": "p99_ms"}],

@@ -22,29 +22,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from daemon_kit import (
-    BASE_CONFIG,
-    STREAM,
-    Clock,
-    InProcessDaemon,
-    expected,
-    keyed,
-    produce,
-    wait_until,
-    write_config,
-)
 from prometheus_client import CollectorRegistry
 
 from sentinel.cli import main
 from sentinel.config.load import parse_config
 from sentinel.config.schema import Config
-from sentinel.core.buckets import Bucket
-from sentinel.core.features import tracked_metrics
 from sentinel.core.pipeline import Pipeline
 from sentinel.core.samples import Sample, decode
 from sentinel.daemon.daemon import Daemon
 from sentinel.daemon.health import HealthState
-from sentinel.daemon.history_store import HistoryStore, find_corrupt
+from sentinel.daemon.history_store import find_corrupt
 from sentinel.daemon.hotswap import ModelWatcher
 from sentinel.daemon.kafka_io import Record
 from sentinel.daemon.telemetry import Telemetry
@@ -55,8 +42,10 @@ from sentinel.retrain.scheduler import Retrainer
 from sentinel.sim import simulate
 from sentinel.training.backtest import replay
 from sentinel.training.history import read_series, series_from_buckets
-
-CONFIG = parse_config(yaml.safe_load(BASE_CONFIG.read_text()), str(BASE_CONFIG))
+from tests.testkit.clock import FakeClock
+from tests.testkit.daemon import BASE_CONFIG, STREAM, InProcessDaemon, expected, keyed, produce, write_config
+from tests.testkit.history import CONFIG, T0, store_at, synthetic
+from tests.testkit.wait import wait_until
 
 
 def version_name(i: int) -> str:
@@ -236,7 +225,7 @@ class NullNotifier:
 class Loop:
     daemon: Daemon
     source: ListSource
-    clock: Clock
+    clock: FakeClock
     metrics: CollectorRegistry
     scored: list[tuple[str, int]]
     offset: int = 0
@@ -254,7 +243,7 @@ class Loop:
 
 def make_loop(config: Config, registry: ModelRegistry, history=None) -> Loop:
     """The real Daemon, Pipeline and ModelWatcher over an in-memory source, clock passed in."""
-    metrics, clock, source = CollectorRegistry(), Clock(), ListSource()
+    metrics, clock, source = CollectorRegistry(), FakeClock(), ListSource()
     current = registry.current()
     model = load_model(current.path, config) if current else None
     pipeline = Pipeline(config, model.scorer if model else None,
@@ -283,7 +272,7 @@ def make_loop(config: Config, registry: ModelRegistry, history=None) -> Loop:
 
 def swap_after_check(loop: Loop) -> None:
     """Let the check interval pass, poll once (the load starts), wait for it in the background."""
-    loop.clock.now += 5.0
+    loop.clock.advance(5.0)
     loop.feed([])
     loop.daemon.models.wait_loaded(30)
 
@@ -353,11 +342,6 @@ def test_without_a_model_the_first_promoted_one_makes_the_daemon_ready(trained, 
     assert loop.daemon.health.readiness()[1]["checks"]["model"]["ok"]
 
 
-# --- the history store ----------------------------------------------------------------------
-
-T0 = 1_763_942_400  # 2025-11-24T00:00Z, where the simulator starts
-
-
 def buckets_of(samples: list[dict], config: Config = CONFIG, chunk: int = 500) -> list:
     """The buckets the daemon's pipeline closes on `samples`, poll by poll (no model)."""
     pipeline = Pipeline(config, None)
@@ -367,15 +351,6 @@ def buckets_of(samples: list[dict], config: Config = CONFIG, chunk: int = 500) -
     for i in range(0, len(good), chunk):
         out += pipeline.process(good[i: i + chunk]).buckets
     return out
-
-
-def store_at(directory: Path, metrics: CollectorRegistry | None = None, **options) -> HistoryStore:
-    settings = {"retention_seconds": 7 * 86400.0, "max_bytes": 1 << 30, "replica": "r1", **options}
-    return HistoryStore(directory, tracked_metrics(CONFIG), registry=metrics, **settings)
-
-
-def synthetic(service: str, ts: int, value: float = 1.0) -> Bucket:
-    return Bucket(service, ts, np.full(len(tracked_metrics(CONFIG)), value), 1)
 
 
 def test_closed_buckets_read_back_through_train_s_reader_as_the_pipeline_closed_them(tmp_path):

@@ -13,12 +13,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from broker import free_port
-from daemon_kit import BASE_CONFIG, DaemonProcess, wait_until
-from security_kit import HttpsReceiver, Pki
 
 from sentinel import cli
 from sentinel.config.load import parse_config
+from tests.testkit.broker import free_port
+from tests.testkit.daemon import BASE_CONFIG, DaemonProcess
+from tests.testkit.http import Receiver
+from tests.testkit.security import Pki
+from tests.testkit.wait import wait_until
 
 SECRETS = {  # one distinct value per kind of secret, so a leak says which one leaked
     "kafka": "kafka-sasl-Vx93",
@@ -51,7 +53,7 @@ def test_no_secret_appears_in_logs_errors_metrics_or_dumps(
         files[name].write_text(SECRETS[name] + "\n")
     monkeypatch.setenv("SENTINEL_TEST_HMAC", SECRETS["hmac"])
     monkeypatch.setenv("SENTINEL_TEST_AM_PW", SECRETS["am"])
-    webhook, alertmanager = HttpsReceiver().start(), HttpsReceiver().start()
+    webhook, alertmanager = Receiver().start(), Receiver().start()
 
     raw = yaml.safe_load(BASE_CONFIG.read_text())
     raw["model"] = {"path": str(tmp_path / "no-model")}
@@ -67,7 +69,7 @@ def test_no_secret_appears_in_logs_errors_metrics_or_dumps(
                     "sasl": {"mechanism": "PLAIN", "username": "sentinel",
                              "password_file": str(files["kafka"])}}
     raw["alerting"]["webhooks"] = [{
-        "url": webhook.url, "secret_env": "SENTINEL_TEST_HMAC",
+        "url": webhook.url(), "secret_env": "SENTINEL_TEST_HMAC",
         "basic_auth": {"username": "bot", "password_file": str(files["hook"])}}]
     raw["alerting"]["alertmanager"] = {
         "url": f"http://127.0.0.1:{alertmanager.port}", "resend_interval": "1s",

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_kit import BASE_CONFIG, STREAM
 
 from sentinel.config.load import load_config
 from sentinel.core.features import Scaler, tracked_metrics
@@ -17,6 +16,7 @@ from sentinel.errors import ModelError
 from sentinel.model.artifact import METADATA, load_model
 from sentinel.model.fastlstm import TOLERANCE, FastScorer, LstmWeights, available_runtimes, forward
 from sentinel.training.keras_model import build_model
+from tests.testkit.daemon import BASE_CONFIG, STREAM
 
 CONFIG = load_config(BASE_CONFIG)
 RUNTIMES = available_runtimes()

@@ -6,15 +6,11 @@ import hashlib
 import hmac
 import json
 import shutil
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +22,10 @@ from sentinel.errors import ConfigError, SentinelError
 from sentinel.sinks import Delivery, Notifier, Outbox, OutboxError
 from sentinel.sinks.base import rfc3339
 from sentinel.sinks.retry import backoff_seconds, classify, retry_after_seconds
+from tests.testkit.broker import free_port
+from tests.testkit.clock import FakeClock
+from tests.testkit.http import Received, Receiver, Reply
+from tests.testkit.wait import wait_until
 
 T0 = 1_763_899_200  # 2025-11-23T12:00:00Z
 FIRING = AlertTransition("checkout", "firing", T0, 0.91, T0)
@@ -35,123 +35,6 @@ FAST = DeliveryConfig(initial_backoff_seconds=0.01, max_backoff_seconds=0.05)
 
 
 # --- a real receiver -------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    hang_seconds: float = 0.0  # wait this long (or until the test ends) before answering
-
-
-@dataclass(frozen=True)
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    wall_ts: float  # the receiver's clock when the request arrived
-
-    def json(self) -> object:
-        return json.loads(self.body)
-
-
-class Receiver:
-    """A ThreadingHTTPServer on loopback that records every POST and answers from a script."""
-
-    def __init__(self, port: int = 0, clock: Callable[[], float] = time.time) -> None:
-        self.port = port
-        self.clock = clock
-        self.script: list[Reply] = []  # answers in order; then `default`
-        self.default = Reply()
-        self.received: list[Received] = []
-        self.released = threading.Event()  # ends every hang
-        self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with receiver._lock:
-                    receiver.received.append(
-                        Received(self.path, dict(self.headers), body, receiver.clock()))
-                    reply = receiver.script.pop(0) if receiver.script else receiver.default
-                if reply.hang_seconds:
-                    receiver.released.wait(reply.hang_seconds)
-                self.send_response(reply.status)
-                for name, value in reply.headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        class Server(ThreadingHTTPServer):
-            def handle_error(self, request: object, client_address: object) -> None:
-                pass  # a client that timed out and left is part of the tests
-
-        self._server = Server(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, args=(0.01,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.released.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-
-    def url(self, path: str = "/alerts") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def wait_for(self, count: int, timeout_seconds: float = 5.0) -> list[Received]:
-        wait_until(lambda: len(self.received) >= count, timeout_seconds,
-                   lambda: f"{count} requests, got {len(self.received)}")
-        return list(self.received)
-
-
-def wait_until(condition: Callable[[], object], timeout_seconds: float = 5.0,
-               what: Callable[[], str] = lambda: "the condition") -> None:
-    deadline = time.monotonic() + timeout_seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what()}")
-        time.sleep(0.005)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class FakeTime:
-    """Virtual time for the worker threads: `wait` advances the clocks instead of sleeping."""
-
-    def __init__(self, start_ts: float = T0 + 600.0) -> None:
-        self.now = 0.0
-        self.start_ts = start_ts
-        self.waits: list[float | None] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def time(self) -> float:
-        return self.start_ts + self.now
-
-    def wait(self, event: threading.Event, timeout_seconds: float | None) -> None:
-        self.waits.append(timeout_seconds)
-        if not event.wait(0.002) and timeout_seconds is not None:  # woken: no time passes
-            self.now += timeout_seconds
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -322,7 +205,7 @@ def test_retry_after_is_honoured(
     status: int, retry_after: str, waited: float, receiver: Receiver,
     make: Callable[..., Notifier], registry: CollectorRegistry
 ) -> None:
-    clock = FakeTime(start_ts=T0 + 600)
+    clock = FakeClock(now=0.0, wall_offset=T0 + 600)
     receiver.script = [Reply(status, {"Retry-After": retry_after})]
     notifier = make(receiver.url(), clock=clock.monotonic, wall_clock=clock.time,
                     wait=clock.wait)
@@ -389,7 +272,7 @@ def test_each_sink_gets_the_firing_before_its_resolve_even_across_retries(
 def test_undelivered_alert_expires_after_max_age(
     receiver: Receiver, make: Callable[..., Notifier], registry: CollectorRegistry
 ) -> None:
-    clock = FakeTime()
+    clock = FakeClock(now=0.0, wall_offset=T0 + 600.0)
     receiver.default = Reply(500)
     delivery = DeliveryConfig(initial_backoff_seconds=2.0, max_backoff_seconds=4.0,
                               max_age_seconds=20.0)
@@ -597,7 +480,7 @@ def am_alerts(received: Received, alertname: str = "SentinelFailureRisk") -> lis
 def test_alertmanager_keeps_firing_alerts_alive_and_resolves_at_the_resolve_time(
     make: Callable[..., Notifier], registry: CollectorRegistry, tmp_path: Path
 ) -> None:
-    clock = FakeTime()
+    clock = FakeClock(now=0.0, wall_offset=T0 + 600.0)
     am = Receiver(clock=clock.time).start()
     try:
         notifier = make(alertmanager=AlertmanagerConfig(am.url(""), resend_interval_seconds=60),

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Counter
-from security_kit import HttpsReceiver, Pki, Reply
 
 from sentinel import cli
 from sentinel.config.load import dump_config, load_config, parse_config
@@ -35,8 +34,10 @@ from sentinel.core.alerts import AlertTransition
 from sentinel.daemon.health import HealthServer, HealthState
 from sentinel.errors import ConfigError
 from sentinel.sinks import Notifier
+from tests.testkit.http import Receiver, Reply
+from tests.testkit.security import Pki
 
-SHIPPED = Path(__file__).resolve().parents[1] / "config" / "sentinel.yaml"
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "sentinel.yaml"
 PASSWORD = "pw-Zq8#metrics-listener"
 T0 = 1763899200
 FIRING = AlertTransition("checkout", "firing", T0, 0.91, T0)
@@ -286,11 +287,11 @@ def _wait(condition: object, timeout_seconds: float = 5.0) -> None:
 
 def test_https_webhook_is_delivered_when_its_ca_file_verifies_the_receiver(
         pki: Pki, tmp_path: Path, notifiers: list[Notifier]) -> None:
-    receiver = HttpsReceiver(pki).start()
+    receiver = Receiver(pki=pki).start()
     registry = CollectorRegistry()
     try:
         notifier = _notifier(tmp_path, notifiers, registry,
-                             (WebhookConfig(receiver.url, 2.0, ca_file=str(pki.ca_file)),))
+                             (WebhookConfig(receiver.url(), 2.0, ca_file=str(pki.ca_file)),))
         notifier.submit(FIRING)
         _wait(lambda: _outcome(registry, "delivered") == 1)
     finally:
@@ -303,13 +304,13 @@ def test_https_webhook_is_delivered_when_its_ca_file_verifies_the_receiver(
 def test_https_webhook_with_an_unverifiable_certificate_is_not_delivered(
         pki: Pki, tmp_path: Path, notifiers: list[Notifier], trust: str,
         caplog: pytest.LogCaptureFixture) -> None:
-    receiver = HttpsReceiver(pki).start()
+    receiver = Receiver(pki=pki).start()
     registry = CollectorRegistry()
     ca_file = None if trust == "system CAs" else str(pki.other_ca_file)
     try:
         with caplog.at_level(logging.WARNING, "sentinel.sinks"):
             notifier = _notifier(tmp_path, notifiers, registry,
-                                 (WebhookConfig(receiver.url, 2.0, ca_file=ca_file),))
+                                 (WebhookConfig(receiver.url(), 2.0, ca_file=ca_file),))
             notifier.submit(FIRING)
             _wait(lambda: _outcome(registry, "retried") >= 2)
     finally:
@@ -323,11 +324,11 @@ def test_https_webhook_with_an_unverifiable_certificate_is_not_delivered(
 def test_https_webhook_whose_certificate_names_another_host_is_not_delivered(
         tmp_path: Path, notifiers: list[Notifier]) -> None:
     pki = Pki.create(tmp_path, "alerts.example.com")  # the URL says 127.0.0.1
-    receiver = HttpsReceiver(pki).start()
+    receiver = Receiver(pki=pki).start()
     registry = CollectorRegistry()
     try:
         notifier = _notifier(tmp_path, notifiers, registry,
-                             (WebhookConfig(receiver.url, 2.0, ca_file=str(pki.ca_file)),))
+                             (WebhookConfig(receiver.url(), 2.0, ca_file=str(pki.ca_file)),))
         notifier.submit(FIRING)
         _wait(lambda: _outcome(registry, "retried") >= 1)
     finally:
@@ -338,14 +339,14 @@ def test_https_webhook_whose_certificate_names_another_host_is_not_delivered(
 
 def test_redirect_to_another_host_is_not_followed_and_is_logged(
         tmp_path: Path, notifiers: list[Notifier], caplog: pytest.LogCaptureFixture) -> None:
-    elsewhere = HttpsReceiver().start()
-    redirector = HttpsReceiver().start()
-    redirector.default = Reply(302, {"Location": elsewhere.url})
+    elsewhere = Receiver().start()
+    redirector = Receiver().start()
+    redirector.default = Reply(302, {"Location": elsewhere.url()})
     registry = CollectorRegistry()
     try:
         with caplog.at_level(logging.WARNING, "sentinel.sinks"):
             notifier = _notifier(tmp_path, notifiers, registry,
-                                 (WebhookConfig(redirector.url, 2.0, secret_env=None),))
+                                 (WebhookConfig(redirector.url(), 2.0, secret_env=None),))
             notifier.submit(FIRING)
             _wait(lambda: _outcome(registry, "rejected") == 1)
             time.sleep(0.2)  # time enough for a follow-up request, were one made
@@ -355,16 +356,16 @@ def test_redirect_to_another_host_is_not_followed_and_is_logged(
 
     assert len(redirector.received) == 1
     assert elsewhere.received == []
-    assert f"HTTP 302 redirect to '{elsewhere.url}' not followed" in caplog.text
+    assert f"HTTP 302 redirect to '{elsewhere.url()}' not followed" in caplog.text
 
 
 def test_sink_credentials_come_from_files_and_env_and_reach_the_receiver(
         tmp_path: Path, notifiers: list[Notifier], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SENTINEL_TEST_AM_PW", "am-" + PASSWORD)
-    webhook, alertmanager = HttpsReceiver().start(), HttpsReceiver().start()
+    webhook, alertmanager = Receiver().start(), Receiver().start()
     registry = CollectorRegistry()
     try:
-        hook = WebhookConfig(webhook.url, 2.0,
+        hook = WebhookConfig(webhook.url(), 2.0,
                              basic_auth=BasicAuthConfig("bot", _secret_file(tmp_path, PASSWORD)))
         am = AlertmanagerConfig(f"http://127.0.0.1:{alertmanager.port}", watchdog=False,
                                 basic_auth=BasicAuthConfig("am", password_env="SENTINEL_TEST_AM_PW"))
