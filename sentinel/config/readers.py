@@ -222,4 +222,3 @@ def _bytes(value: object, key: str) -> int:
     if size < 1:
         raise ConfigError(key, value, "a positive size: bytes, or a string such as '500MB', '1GiB'")
     return int(size)
-

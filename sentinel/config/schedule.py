@@ -53,4 +53,3 @@ def parse_schedule(value: object, key: str = "retrain.schedule") -> str:
         detail = f"the interval must be {exc.expected}" if isinstance(exc, ConfigError) else exc
         raise ConfigError(key, value, f"{expected} ({detail})") from exc
     return value.strip()
-

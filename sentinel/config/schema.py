@@ -289,4 +289,3 @@ class Config:
     def failure_for_steps(self) -> int:
         """Consecutive steps the failure condition must hold (at least one)."""
         return max(1, -(-int(self.failure.for_seconds) // self.step_seconds))
-

@@ -26,7 +26,7 @@ import json
 import logging
 from pathlib import Path
 
-from sentinel.sinks.outbox import write_atomic
+from sentinel.atomic import write_atomic
 
 log = logging.getLogger(__name__)
 

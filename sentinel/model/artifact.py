@@ -16,13 +16,12 @@ import calendar
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentinel.atomic import atomic_dir
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.features import Scaler
 from sentinel.errors import ModelError
@@ -81,9 +80,7 @@ def save_model(keras_model: Any, scaler: Scaler, metadata: dict[str, Any], out: 
     if (out / "versions").is_dir() and (out / "current").exists():
         raise ModelError(f"{out} is a model registry: writing a model over it would delete every "
                          "version. Train into a new directory and `sentinel models promote` it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         keras_model.save_weights(tmp / WEIGHTS)
         (tmp / SCALER).write_text(json.dumps(scaler.to_json(), indent=1))
         version = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + _sha256(tmp / WEIGHTS)[:8]
@@ -91,16 +88,6 @@ def save_model(keras_model: Any, scaler: Scaler, metadata: dict[str, Any], out: 
         (tmp / METADATA).write_text(json.dumps(metadata, indent=1, sort_keys=True))
         sums = {name: _sha256(tmp / name) for name in (WEIGHTS, SCALER, METADATA)}
         (tmp / CHECKSUMS).write_text(json.dumps(sums, indent=1))
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return version
 
 

@@ -289,4 +289,3 @@ class FastScorer(WindowScorer):
             risk = np.concatenate([_forward(self._prepared, x[i: i + self.chunk])
                                    for i in range(0, len(x), self.chunk)])
         return as_risk(risk)
-

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sentinel.atomic import fsync_dir, write_atomic
 from sentinel.config.schema import Config
 from sentinel.errors import ModelError
 from sentinel.model.artifact import METADATA, verify_artifact
@@ -152,7 +153,7 @@ class ModelRegistry:
         finally:
             if copy:
                 shutil.rmtree(artifact.parent, ignore_errors=True)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent, strict=False)
         return version
 
     def promote(self, version: str, config: Config) -> dict[str, Any]:
@@ -243,18 +244,7 @@ class ModelRegistry:
 
     def _write_pointer(self, doc: dict[str, Any]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{POINTER}.", dir=self.root)
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(doc, handle, indent=1)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.root / POINTER)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.root)
+        write_atomic(self.root / POINTER, json.dumps(doc, indent=1).encode(), strict=False)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -276,13 +266,3 @@ def _metadata(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (a power loss must not bring the old name back)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

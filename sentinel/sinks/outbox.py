@@ -34,13 +34,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sentinel.atomic import TMP_SUFFIX, write_atomic
 from sentinel.core.alerts import AlertTransition
 from sentinel.errors import SentinelError
 
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"([0-9]{20})\.json")
-_TMP_SUFFIX = ".tmp"
 
 
 class OutboxError(SentinelError):
@@ -88,26 +88,6 @@ def transition_from_json(raw: object) -> AlertTransition:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
-    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # makes the rename itself durable
-        finally:
-            os.close(directory)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 class Outbox:
@@ -219,7 +199,7 @@ class Outbox:
         """Re-load pending deliveries in sequence order; returns the highest sequence seen."""
         highest = 0
         for path in sorted(self.directory.iterdir()):
-            if path.name.startswith(".") and path.name.endswith(_TMP_SUFFIX):
+            if path.name.startswith(".") and path.name.endswith(TMP_SUFFIX):
                 # A put that crashed before its rename never returned, so no offset was
                 # committed for it: the alert will be produced again by the replay.
                 with contextlib.suppress(OSError):

@@ -56,4 +56,3 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
         raise DataError(f"no scorable window of {w} steps in the history")
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]
     return WindowSet(labelled, *columns)
-

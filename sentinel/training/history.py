@@ -128,4 +128,3 @@ def iter_jsonl_lines(paths: Iterable[str | Path]) -> Iterator[str]:
                 for line in handle:
                     if line.strip():
                         yield line
-

@@ -54,4 +54,3 @@ class Scorer(WindowScorer):
         if len(x) == 0:
             return np.zeros(0)
         return as_risk(self._call(x).numpy().reshape(-1))
-

@@ -331,4 +331,3 @@ def config_for(tmp_path: Path, broker, trained, name: str = "sentinel", **option
     return write_config(tmp_path / f"{name}.yaml", bootstrap=broker.bootstrap,
                         model_dir=model_dir, state_dir=tmp_path / f"{name}-state",
                         threshold=threshold, **options)
-

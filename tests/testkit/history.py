@@ -30,4 +30,3 @@ def store_at(directory: Path, metrics: CollectorRegistry | None = None, **option
 
 def synthetic(service: str, ts: int, value: float = 1.0) -> Bucket:
     return Bucket(service, ts, np.full(len(tracked_metrics(CONFIG)), value), 1)
-

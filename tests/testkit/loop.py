@@ -155,4 +155,3 @@ def rec(offset: int, service: str = "cart", step: int | None = None, partition: 
     if value is SAMPLE:
         value = json.dumps({"service": service, "ts": ts, "metrics": {"qps": 100.0}}).encode()
     return Record(partition, offset, service.encode(), value, warmup)  # type: ignore[arg-type]
-
