@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
+from sentinel.daemon.kafka_client import make_producer
 from sentinel.sim.localbroker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,8 +129,7 @@ def produce(bootstrap: str, topic: str, services: range, first_step: int, steps:
 
     With `times_out`, the wall-clock time (time.time()) each sample was handed to the client
     is saved there as a (steps, services) array (.npy)."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5 if rate else 20,
-                             batch_size=512 * 1024, acks=1)
+    producer = make_producer(bootstrap, linger_ms=5 if rate else 20, batch_size=512 * 1024, acks=1)
     started, count = time.monotonic(), 0
     sent: list[float] = []
     for key, value in messages(services, first_step, steps, start_ts, fail_period, fail_steps):

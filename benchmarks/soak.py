@@ -33,7 +33,6 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from daemon_kit import train_small_model, write_config  # noqa: E402
 
+from sentinel.daemon.kafka_client import make_producer  # noqa: E402
 from sentinel.model.artifact import load_model  # noqa: E402
 from sentinel.runner import App  # noqa: E402
 from sentinel.sim.localbroker import TansuBroker  # noqa: E402
@@ -54,7 +54,7 @@ def produce(bootstrap: str, topic: str, services: int, steps_per_second: float, 
     """One sample per service per step, `steps_per_second` steps a wall second."""
     rng = np.random.default_rng(0)
     base = rng.uniform(50, 5000, services)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    producer = make_producer(bootstrap)
     started, step = time.monotonic(), 0
     try:
         while not stop.is_set():

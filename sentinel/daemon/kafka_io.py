@@ -41,47 +41,21 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from sentinel.config.schema import KafkaConfig
-from sentinel.config.secrets import read_secret
-from sentinel.errors import SentinelError
-from sentinel.tls import client_context
+from sentinel.daemon.kafka_client import (
+    BOOTSTRAP_TIMEOUT_SECONDS,
+    RECONNECT_BACKOFF_MAX_MS,
+    REQUEST_TIMEOUT_SECONDS,
+    client_security,
+    kafka_errors,
+    make_producer,
+)
+from sentinel.errors import KafkaUnavailable
+
+__all__ = ["DeadLetters", "KafkaSource", "KafkaUnavailable", "Record", "client_security"]
 
 log = logging.getLogger(__name__)
-
-REQUEST_TIMEOUT_SECONDS = 5.0  # bound on each blocking call: commit, committed, offsets
-BOOTSTRAP_TIMEOUT_SECONDS = 5.0  # a client that cannot reach any broker gives up this soon
-# kafka-python backs reconnects off up to 30 s by default: a broker back from an outage
-# would wait up to that long for Sentinel. 2 s is a few connection attempts a minute.
-RECONNECT_BACKOFF_MAX_MS = 2000
 MAX_HINT_REBUILDS = 10  # a rebuild hint may extend the re-read to this many rebuild_messages
 DETAIL_MAX_CHARS = 500
-
-
-class KafkaUnavailable(SentinelError):
-    """The broker cannot be reached or refused a request; the daemon retries."""
-
-
-def client_security(config: KafkaConfig) -> dict[str, Any]:
-    """kafka-python keyword arguments for `config.security_protocol` (empty for PLAINTEXT).
-
-    Builds the TLS context and reads the SASL password now, so a missing file or variable is
-    a ConfigError at start-up. The result holds the password: hand it to kafka-python only,
-    never log it.
-    """
-    protocol = config.security_protocol
-    options: dict[str, Any] = {"security_protocol": protocol}
-    if protocol.endswith("SSL"):
-        ssl = config.ssl
-        options["ssl_context"] = client_context(
-            "kafka.ssl", ssl.ca_file, ssl.cert_file, ssl.key_file, ssl.check_hostname
-        ) if ssl else client_context("kafka.ssl")
-    if config.sasl is not None:
-        if config.sasl.mechanism == "PLAIN" and protocol == "SASL_PLAINTEXT":
-            log.warning("kafka: SASL PLAIN over SASL_PLAINTEXT sends the password in clear; "
-                        "use SASL_SSL")
-        options.update(sasl_mechanism=config.sasl.mechanism,
-                       sasl_plain_username=config.sasl.username,
-                       sasl_plain_password=read_secret(config.sasl.password, "kafka.sasl").reveal())
-    return options
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +122,8 @@ class KafkaSource:
         self._uncommitted: dict[int, int] = {}  # handed to commit() and not confirmed yet
         self._hints: dict[int, int] = {}  # the last hints handed to commit()
         session_ms = int(config.session_timeout_seconds * 1000)
-        try:
+        servers = ",".join(config.bootstrap_servers)
+        with kafka_errors(f"cannot set up a Kafka consumer for {servers}"):
             self._consumer = KafkaConsumer(
                 bootstrap_servers=list(config.bootstrap_servers), group_id=config.group_id,
                 enable_auto_commit=False, auto_offset_reset=auto_offset_reset,
@@ -162,20 +137,15 @@ class KafkaSource:
                 bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
                 **(client_security(config) if security is None else security))
             self._consumer.subscribe(topics=[config.topic], listener=_Listener(self))
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"cannot set up a Kafka consumer for "
-                                   f"{','.join(config.bootstrap_servers)}: {exc}") from exc
 
     def poll(self) -> list[Record]:
         """Records of one poll, partition by partition in offset order; may be empty."""
-        try:
+        with kafka_errors("poll failed"):
             # Partitions assigned during the previous poll are positioned first: a failure
             # here costs no record, whereas one after fetching would drop the fetched ones.
             self._position_assigned()
             batches = self._consumer.poll(timeout_ms=int(self.config.poll_timeout_seconds * 1000),
                                           max_records=self.config.max_poll_records)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"poll failed: {exc}") from exc
         records = []
         for tp, items in sorted(batches.items(), key=lambda kv: kv[0].partition):
             until = self._warmup_until.get(tp.partition, -1)
@@ -198,11 +168,9 @@ class KafkaSource:
         if not self._uncommitted:
             return
         offsets = dict(self._uncommitted)
-        try:
+        with kafka_errors("commit failed"):
             self._consumer.commit(self._kafka_offsets(offsets),
                                   timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000))
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"commit failed: {exc}") from exc
         for partition, offset in offsets.items():
             if self._uncommitted.get(partition) == offset:
                 del self._uncommitted[partition]
@@ -221,7 +189,7 @@ class KafkaSource:
                     if tp.partition not in self._to_position]  # not positioned yet
         if not assigned:
             return {}
-        try:
+        with kafka_errors("end offsets lookup failed"):
             ends = self._consumer.end_offsets(assigned,
                                               timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000))
             out = {}
@@ -230,8 +198,6 @@ class KafkaSource:
                 position = self._consumer.position(tp, timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000))
                 if position is not None:
                     out[tp.partition] = max(0, end - position)
-        except KafkaError as exc:
-            raise KafkaUnavailable(f"end offsets lookup failed: {exc}") from exc
         return out
 
     def close(self) -> None:
@@ -355,14 +321,13 @@ class DeadLetters:
             return True
         if self._producer is None:
             try:
-                self._producer = KafkaProducer(
-                    bootstrap_servers=list(self.bootstrap_servers), acks="all", linger_ms=20,
+                self._producer = make_producer(
+                    self.bootstrap_servers, self._security, acks="all",
                     reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
                     bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
-                    max_block_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),  # bounds send() too
-                    **self._security)
-            except KafkaError as exc:
-                log.warning("dead-letter producer for %s: %s", self.topic, exc)
+                    max_block_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000))  # bounds send() too
+            except KafkaUnavailable as exc:
+                log.warning("dead-letter producer for %s: %s", self.topic, exc.__cause__ or exc)
                 return False
         self._pending = [self._send(letter) if letter[3] is None else letter
                          for letter in self._pending]

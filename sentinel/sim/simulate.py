@@ -559,33 +559,28 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
     `speed` paces on event time: simulated seconds per wall second (60 = a minute of
     traffic per second), 0 = as fast as possible. `on_progress(count)` is called every
     10,000 samples and at the end. `security`: kafka-python's TLS/SASL arguments
-    (sentinel.daemon.kafka_io.client_security).
+    (sentinel.daemon.kafka_client.client_security).
     """
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError
+    from sentinel.daemon.kafka_client import kafka_errors, make_producer
 
-    try:
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, **(security or {}))
-    except KafkaError as exc:
-        raise SentinelError(f"cannot connect to Kafka at {bootstrap}: {exc}") from exc
+    producer = make_producer(bootstrap, security)  # KafkaUnavailable: "cannot connect to Kafka at"
     count, first_ts, wall_start, newest_ts = 0, None, time.monotonic(), -math.inf
     try:
-        for sample in samples:
-            ts = float(sample["ts"])
-            if speed > 0:
-                first_ts = ts if first_ts is None else first_ts
-                newest_ts = max(newest_ts, ts)  # late samples do not rewind the pace
-                ahead_s = (newest_ts - first_ts) / speed - (time.monotonic() - wall_start)
-                if ahead_s > 0:
-                    time.sleep(ahead_s)
-            producer.send(topic, key=sample["service"].encode("utf-8"),
-                          value=json.dumps(sample, separators=(",", ":")).encode("utf-8"))
-            count += 1
-            if on_progress is not None and count % 10_000 == 0:
-                on_progress(count)
-        producer.flush()
-    except KafkaError as exc:
-        raise SentinelError(f"producing to {topic} at {bootstrap} failed: {exc}") from exc
+        with kafka_errors(f"producing to {topic} at {bootstrap} failed"):
+            for sample in samples:
+                ts = float(sample["ts"])
+                if speed > 0:
+                    first_ts = ts if first_ts is None else first_ts
+                    newest_ts = max(newest_ts, ts)  # late samples do not rewind the pace
+                    ahead_s = (newest_ts - first_ts) / speed - (time.monotonic() - wall_start)
+                    if ahead_s > 0:
+                        time.sleep(ahead_s)
+                producer.send(topic, key=sample["service"].encode("utf-8"),
+                              value=json.dumps(sample, separators=(",", ":")).encode("utf-8"))
+                count += 1
+                if on_progress is not None and count % 10_000 == 0:
+                    on_progress(count)
+            producer.flush()
     finally:
         producer.close()
     if on_progress is not None:

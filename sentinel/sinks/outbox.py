@@ -36,15 +36,12 @@ from pathlib import Path
 
 from sentinel.atomic import TMP_SUFFIX, write_atomic
 from sentinel.core.alerts import AlertTransition
-from sentinel.errors import SentinelError
+from sentinel.errors import OutboxError
 
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"([0-9]{20})\.json")
 
-
-class OutboxError(SentinelError):
-    """The outbox cannot be written: alerts can no longer be queued durably (degraded)."""
 
 
 @dataclass(frozen=True, slots=True)
