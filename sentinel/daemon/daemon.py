@@ -42,6 +42,7 @@ from sentinel.daemon.health import HealthState
 from sentinel.daemon.kafka_io import KafkaUnavailable, Record
 from sentinel.daemon.sdnotify import SystemdNotifier
 from sentinel.daemon.telemetry import Telemetry
+from sentinel.logs import LogThrottle
 from sentinel.model.artifact import LoadedModel
 from sentinel.sinks import OutboxError
 
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 LAG_REFRESH_SECONDS = 2.0  # consumer lag is also the broker-reachability probe
 BACKOFF_SECONDS = (0.5, 10.0)  # after a failed poll: first wait, doubling up to the second
-LOG_EVERY_SECONDS = 60.0  # a broker outage is logged once a minute, not once a poll
 
 
 class Source(Protocol):
@@ -128,8 +128,8 @@ class Daemon:
         self._stopping = threading.Event()
         self._to_commit: dict[int, int] = {}  # read and processed, not handed to commit yet
         self._lag_due = 0.0
-        self._trouble_logged_at: float | None = None
-        self._hold_logged_at: float | None = None
+        self._trouble = LogThrottle(log)  # a broker outage: once a minute, not once a poll
+        self._hold = LogThrottle(log)
         self._poll_starts: dict[int, int] = {}  # partition -> first offset of this poll
         self._episode_offsets: dict[str, tuple[int, int]] = {}  # firing: (partition, offset)
 
@@ -308,12 +308,11 @@ class Daemon:
         if self.notifier.unsaved():
             # An alert the disk refused lives only in memory until delivered: committing now
             # would lose it in a crash. Scoring goes on; the commit waits.
-            self._hold_logged_at = _log_sometimes(
-                self._hold_logged_at, self.clock(), "offsets wait: %d alert deliveries are "
-                "only in memory (the outbox cannot be written) until delivered",
-                self.notifier.unsaved())
+            self._hold.log(self.clock(), logging.WARNING, "offsets wait: %d alert deliveries are "
+                           "only in memory (the outbox cannot be written) until delivered",
+                           self.notifier.unsaved())
             return
-        self._hold_logged_at = None
+        self._hold.reset()
         hints: dict[int, int] = {}  # where each partition's oldest firing episode began
         for partition, offset in self._episode_offsets.values():
             hints[partition] = min(offset, hints.get(partition, offset))
@@ -340,17 +339,15 @@ class Daemon:
             self._broker_trouble(exc)
             return
         self.health.set_check("broker", True, "reachable")
-        if self._trouble_logged_at is not None:
+        if self._trouble.active:
             log.info("Kafka is reachable again")
-            self._trouble_logged_at = None
+            self._trouble.reset()
 
     def _broker_trouble(self, exc: KafkaUnavailable) -> None:
         self.telemetry.broker_errors.inc()
         self.health.set_check("broker", False, str(exc))
-        now = self.clock()
-        if self._trouble_logged_at is None or now - self._trouble_logged_at >= LOG_EVERY_SECONDS:
-            log.warning("Kafka trouble (retrying; logged once a minute): %s", exc)
-            self._trouble_logged_at = now
+        self._trouble.log(self.clock(), logging.WARNING,
+                          "Kafka trouble (retrying; logged once a minute): %s", exc)
 
     def _drop(self, services: list[str]) -> None:
         for service in services:
@@ -385,12 +382,3 @@ def _log_transition(t: AlertTransition) -> None:
              t.episode_key, extra={"fields": {
                  "event": "alert", "state": t.state, "service": t.service, "risk": t.risk,
                  "event_ts": t.ts, "started_ts": t.started_ts, "episode": t.episode_key}})
-
-
-def _log_sometimes(logged_at: float | None, now: float, message: str, *args: object
-                   ) -> float | None:
-    """A warning at most once per LOG_EVERY_SECONDS; returns when it was last logged."""
-    if logged_at is not None and now - logged_at < LOG_EVERY_SECONDS:
-        return logged_at
-    log.warning(message, *args)
-    return now

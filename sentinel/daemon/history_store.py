@@ -52,13 +52,13 @@ from sentinel.config.schema import Config
 from sentinel.core.buckets import Bucket
 from sentinel.core.features import tracked_metrics
 from sentinel.core.samples import Rejection, decode
+from sentinel.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 
 SUFFIX, CORRUPT_SUFFIX = ".jsonl", ".corrupt"
 HOUR_FORMAT = "%Y%m%dT%H"
 OPEN_SEGMENTS = 2  # the current hour and the one before (late buckets across the hour)
-LOG_EVERY_SECONDS = 60.0
 _SEGMENT_RE = re.compile(r"(\d{8}T\d{2})-(.+)\.jsonl")
 
 
@@ -87,7 +87,7 @@ class HistoryStore:
         self._newest_ts: int | None = None
         self._quoted_metrics = [json.dumps(name) for name in self.metrics]
         self._hour_names: dict[int, str] = {}  # strftime per bucket costs more than the write
-        self._logged_at: float | None = None
+        self._write_trouble = LogThrottle(log)
         # the daemon's loop appends; the retrainer reads the span and sets segments aside
         self._lock = threading.RLock()
         r = registry or CollectorRegistry()
@@ -303,11 +303,9 @@ class HistoryStore:
     def _failed(self, exc: OSError) -> None:
         self.write_errors.inc()
         self.problem = f"cannot write history to {self.directory}: {exc}"
-        now = self.clock()
-        if self._logged_at is None or now - self._logged_at >= LOG_EVERY_SECONDS:
-            log.error("%s; scoring goes on without history (logged once a minute)", self.problem,
-                      extra={"fields": {"event": "history_write_error"}})
-            self._logged_at = now
+        self._write_trouble.log(self.clock(), logging.ERROR,
+                                "%s; scoring goes on without history (logged once a minute)",
+                                self.problem, extra={"fields": {"event": "history_write_error"}})
 
     def _export(self) -> None:
         self.bytes.set(sum(self._sizes.values()))

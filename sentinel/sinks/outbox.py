@@ -37,6 +37,7 @@ from pathlib import Path
 from sentinel.atomic import TMP_SUFFIX, write_atomic
 from sentinel.core.alerts import AlertTransition
 from sentinel.errors import OutboxError
+from sentinel.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class Outbox:
         self.write_errors = 0  # puts the disk refused (kept in memory instead)
         self.problem: str | None = None  # the last write error, until a write succeeds
         self.clock = clock
-        self._problem_logged_at: float | None = None
+        self._write_trouble = LogThrottle(log)
         self._unsaved: set[int] = set()  # seqs of pending deliveries that have no file
         self._changed = threading.Condition()
         self._write_lock = threading.Lock()  # serialises puts: file order = sequence order
@@ -228,11 +229,9 @@ class Outbox:
     def _write_failed(self, exc: OSError) -> None:
         self.write_errors += 1
         self.problem = str(self._error("write to", exc))
-        now = self.clock()
-        if self._problem_logged_at is None or now - self._problem_logged_at >= 60.0:
-            log.error("%s (kept in memory and delivered; no offset is committed until it is; "
-                      "logged once a minute)", self.problem)
-            self._problem_logged_at = now
+        self._write_trouble.log(self.clock(), logging.ERROR,
+                                "%s (kept in memory and delivered; no offset is committed until "
+                                "it is; logged once a minute)", self.problem)
 
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}.json"

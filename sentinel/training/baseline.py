@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from sentinel.config.schema import Config
+from sentinel.errors import DataError
 from sentinel.training.dataset import WindowSet
 from sentinel.training.evaluate import Coverage, evaluate, replay_alerts
 
@@ -75,5 +76,5 @@ def tune_baseline(config: Config, windows: WindowSet, rows: np.ndarray) -> dict[
                 best = (key, {"rule": {"metric": name, "threshold": threshold},
                               "train": figures})
     if best is None:
-        raise ValueError("no feature has any value to tune a baseline on")
+        raise DataError("no feature has any value to tune a baseline on")
     return best[1]
