@@ -15,7 +15,7 @@ the default serving runtime (ONNX Runtime) builds its graph once when the model 
 there is nothing to retrace and the traces are null.
 
 Run longer with `--minutes 60` (or more); `--services 2000` for a bigger replica. Without
-`--model` a small model is trained first (tests/daemon_kit.train_small_model, ~30 s).
+`--model` a small model is trained first (tests.testkit.daemon.train_small_model, ~30 s).
 Figures from this script are in RELIABILITY.md.
 """
 
@@ -36,15 +36,14 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from daemon_kit import train_small_model, write_config  # noqa: E402
+sys.path.insert(0, str(ROOT))  # the test kit: tests.testkit
 
 from sentinel.daemon.kafka_client import make_producer  # noqa: E402
 from sentinel.model.artifact import load_model  # noqa: E402
 from sentinel.runner import App  # noqa: E402
 from sentinel.sim.localbroker import TansuBroker  # noqa: E402
 from sentinel.training.keras_model import Scorer  # noqa: E402
+from tests.testkit.daemon import train_small_model, write_config  # noqa: E402
 
 STEP_SECONDS = 10
 

@@ -7,7 +7,7 @@
 TensorFlow trains the model and stays the reference (`sentinel.training.keras_model.Scorer`). Both runtimes
 here compute `build_model`'s inference graph (Keras LSTM: gates i, f, c, o in that order,
 sigmoid recurrent activation, tanh activation; dense sigmoid head) from the same weights;
-``tests/test_fast_inference.py`` holds them to the Keras model within TOLERANCE. ONNX
+``tests/model/test_fast_inference.py`` holds them to the Keras model within TOLERANCE. ONNX
 Runtime's fused LSTM kernel is the fastest on two cores (BENCHMARKS.md); the NumPy pass
 needs nothing beyond NumPy and is the fallback.
 

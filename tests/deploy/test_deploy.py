@@ -745,7 +745,7 @@ def test_the_dashboard_and_rules_name_only_metrics_sentinel_exports(scenario: Sc
     named = {re.sub(r"_(bucket|sum|count)$", "", name) for name in named}
     # exported only by a daemon with `retrain` configured (this one has none): they must at
     # least be the names sentinel/retrain/scheduler.py registers
-    retrain_source = (ROOT / "sentinel" / "retrain.py").read_text()
+    retrain_source = (ROOT / "sentinel" / "retrain" / "scheduler.py").read_text()
     retrain_only = {name for name in named - exported if f'"{name}"' in retrain_source}
     assert retrain_only <= {"sentinel_retrain_runs_total", "sentinel_retrain_running"}
     assert named - exported - retrain_only == set()

@@ -2,7 +2,7 @@
 
 Each test injects one fault against the real tansu broker and real HTTP servers on loopback,
 asserts what must hold (nothing lost, nothing fatal, the right probe answers) and prints the
-figure it measured (`pytest -s tests/test_reliability.py` shows them; RELIABILITY.md collects
+figure it measured (`pytest -s tests/faults/test_reliability.py` shows them; RELIABILITY.md collects
 them). Times are reported, never asserted tightly: the CI machine is small and shared.
 
 Random fault points are seeded: SENTINEL_FAULT_SEED=<n> replays another sequence.
