@@ -1,13 +1,15 @@
-"""The two-layer LSTM classifier and its artifact on disk.
+"""The two-layer LSTM classifier's artifact on disk: save, verify, load.
 
 A model directory holds ``model.weights.h5`` (weights only), ``scaler.json``,
 ``metadata.json`` (feature names and order with their transforms, step, window, horizon,
-training range, validation figures, version) and ``checksums.json`` (SHA-256 of the three).
-The architecture lives in `build_model`; loading reads the weights as plain arrays (h5py)
-into that architecture, so nothing from the artifact is ever executed. Serving uses
-`sentinel.model.fastlstm.FastScorer` (ONNX Runtime or NumPy: no TensorFlow in the daemon);
-``runtime="tensorflow"`` loads into the Keras model instead, the reference. Loading refuses a directory whose
-checksums or metadata do not match, with a message that says what differs.
+training range, validation figures, version) and ``checksums.json`` (SHA-256 of the three),
+written to a temporary directory and renamed into place (`sentinel.atomic.atomic_dir`).
+The architecture lives in `sentinel.training.keras_model.build_model`; loading reads the
+weights as plain arrays (h5py) into it, so nothing from the artifact is ever executed.
+Serving uses `sentinel.model.fastlstm.FastScorer` (ONNX Runtime or NumPy: no TensorFlow in
+the daemon); ``runtime="tensorflow"`` loads into the Keras model instead, the reference.
+Loading refuses a directory whose checksums or metadata do not match, with a message that
+says what differs.
 """
 
 from __future__ import annotations
