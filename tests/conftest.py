@@ -3,6 +3,7 @@ on loopback, a small trained model, a fake clock, an HTTP receiver and `wait_unt
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -49,3 +50,14 @@ def receiver() -> Iterator[Receiver]:
 def wait_until() -> Callable[..., object]:
     """`wait_until(condition, timeout_seconds, what)`: the condition's first truthy value."""
     return _wait_until
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`sentinel.cli.main` configures the root logger onto the (captured) stderr of the test
+    that calls it; put it back, or a worker thread of a later test logs into a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
