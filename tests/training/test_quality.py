@@ -9,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import parse_config
-from sentinel.evaluate import Coverage, evaluate
-from sentinel.history import Series, label
+from sentinel.config.load import parse_config
+from sentinel.core.alerts import AlertTransition
 from sentinel.training import quality
+from sentinel.training.evaluate import Coverage, evaluate
+from sentinel.training.history import Series, label
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # step 10 s, window 3 steps, horizon 5 steps (50 s), failure: x >= 10 for 1 step
 CONFIG = parse_config({

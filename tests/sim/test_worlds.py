@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from sentinel.config import load_config, parse_config
-from sentinel.labels import failing_steps, failure_runs
+from sentinel.config.load import load_config, parse_config
+from sentinel.core.labels import failing_steps, failure_runs
 from sentinel.sim.worlds import DEFAULT_START_TS, draw_world, main, simulate_world, world_config, write_world
 
 CONTRACT_KEYS = {"step", "window", "horizon", "features", "failure"}
