@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 from kit import STEP_SECONDS, dump, produce, produce_parallel, scrape, start_daemon, write_config, write_model
 
-from sentinel.config import load_config
-from sentinel.localbroker import TansuBroker
+from sentinel.config.load import load_config
+from sentinel.sim.localbroker import TansuBroker
 
 TOPIC = "sentinel.metrics"
 

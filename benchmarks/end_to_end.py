@@ -50,8 +50,8 @@ from kit import (
     write_model,
 )
 
-from sentinel.config import load_config
-from sentinel.localbroker import TansuBroker
+from sentinel.config.load import load_config
+from sentinel.sim.localbroker import TansuBroker
 
 TOPIC = "sentinel.metrics"
 

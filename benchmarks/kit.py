@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from kafka import KafkaProducer
 from prometheus_client.parser import text_string_to_metric_families
 
-from sentinel.localbroker import free_port
+from sentinel.daemon.kafka_client import make_producer
+from sentinel.sim.localbroker import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "config" / "sentinel.yaml"
@@ -41,9 +41,10 @@ def write_model(out: Path, config_path: Path, fires_on: str | None = None) -> No
 import os; os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
 import keras, numpy as np
 from pathlib import Path
-from sentinel.config import load_config
-from sentinel.features import Scaler, tracked_metrics
-from sentinel.model import build_model, save_model, schema_of
+from sentinel.config.load import load_config
+from sentinel.core.features import Scaler, tracked_metrics
+from sentinel.training.keras_model import build_model
+from sentinel.model.artifact import save_model, schema_of
 config = load_config({str(config_path)!r})
 keras.utils.set_random_seed(0)
 model = build_model(config.window_steps, len(config.features), config.training.lstm_units)
@@ -128,8 +129,7 @@ def produce(bootstrap: str, topic: str, services: range, first_step: int, steps:
 
     With `times_out`, the wall-clock time (time.time()) each sample was handed to the client
     is saved there as a (steps, services) array (.npy)."""
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5 if rate else 20,
-                             batch_size=512 * 1024, acks=1)
+    producer = make_producer(bootstrap, linger_ms=5 if rate else 20, batch_size=512 * 1024, acks=1)
     started, count = time.monotonic(), 0
     sent: list[float] = []
     for key, value in messages(services, first_step, steps, start_ts, fail_period, fail_steps):

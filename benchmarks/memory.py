@@ -23,11 +23,11 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from sentinel.config import load_config
-from sentinel.pipeline import Pipeline
-from sentinel.samples import Sample
-from sentinel.services import ServiceTracker
-from sentinel.telemetry import Telemetry
+from sentinel.config.load import load_config
+from sentinel.core.pipeline import Pipeline
+from sentinel.core.samples import Sample
+from sentinel.core.services import ServiceTracker
+from sentinel.daemon.telemetry import Telemetry
 
 STEP = 10
 START_TS = 1763942400

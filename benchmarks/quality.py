@@ -83,7 +83,7 @@ def simulate(work: Path, out: Path, services: int, days: float, seed: int) -> Pa
 def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
     """One training and its backtests: data, `sentinel train`, `sentinel backtest` per test
     file, then the figures (imported here so that the parent stays light)."""
-    from sentinel.config import load_config
+    from sentinel.config.load import load_config
     from sentinel.training import quality
 
     work = Path(unit["work"])
@@ -133,7 +133,7 @@ def prepare_sim(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], lis
 
 
 def prepare_world(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], list[tuple[str, Path]]]:
-    from sentinel.sim import worlds  # type: ignore[attr-defined]  # lands with branch `worlds`
+    from sentinel.sim import worlds
 
     train_days, test_days = (1, 1) if unit["quick"] else (4, 2)
     worlds.write_world(unit["world"], work, train_days, test_days)
@@ -143,7 +143,7 @@ def prepare_world(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], l
 
 
 def prepare_asd(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], list[tuple[str, Path]]]:
-    from sentinel.config import load_config
+    from sentinel.config.load import load_config
 
     data = Path(unit["asd"])
     base = yaml.safe_load((CONFIGS / "asd.yaml").read_text())

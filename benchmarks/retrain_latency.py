@@ -8,7 +8,7 @@ closes one bucket each, so every poll is one batched model call over `--services
 (an untrained model of the shipped config's shape: the cost does not depend on the
 weights; scored by `--runtime`, by default what the daemon serves with), paced at
 `--interval`. First `--polls` polls alone; then the same loop while
-`python -m sentinel.retrain_child` (what a scheduled retraining run starts, with
+`python -m sentinel.retrain.child` (what a scheduled retraining run starts, with
 `retrain.threads` 1 and nice 10) trains on a simulated day of 6 services and grades the
 candidate. Prints p50/p99 of the per-poll latency of both phases as JSON.
 """
@@ -29,14 +29,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import yaml
 
-from sentinel import simulate
-from sentinel.config import load_config
-from sentinel.fastlstm import FastScorer, LstmWeights, available_runtimes
-from sentinel.features import Scaler, tracked_metrics
-from sentinel.model import Scorer, build_model
-from sentinel.pipeline import Pipeline
-from sentinel.retrain_child import THREAD_VARIABLES
-from sentinel.samples import Sample
+from sentinel.config.load import load_config
+from sentinel.core.features import Scaler, tracked_metrics
+from sentinel.core.pipeline import Pipeline
+from sentinel.core.samples import Sample
+from sentinel.model.fastlstm import FastScorer, LstmWeights, available_runtimes
+from sentinel.retrain.child import THREAD_VARIABLES
+from sentinel.sim import simulate
+from sentinel.training.keras_model import Scorer, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def main() -> None:
         env = {**os.environ, **dict.fromkeys(THREAD_VARIABLES, str(args.threads))}
         started = time.monotonic()
         child = subprocess.Popen(
-            [sys.executable, "-m", "sentinel.retrain_child", "--config", str(work / "config.yaml"),
+            [sys.executable, "-m", "sentinel.retrain.child", "--config", str(work / "config.yaml"),
              "--history", str(work / "history"), "--holdout-from", str(day[-1]["ts"] - 6 * 3600),
              "--out", str(work / "candidate"), "--threads", str(args.threads)],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)

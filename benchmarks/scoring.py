@@ -5,8 +5,8 @@
 For each window length (30 steps = the issue's "default", 60 = config/sentinel.yaml's 10 min)
 an untrained model of the shipped config's units (the cost does not depend on the weights;
 random weights, so the risks are not constant) is scored by every runtime: TensorFlow (a
-`tf.function` with a fixed signature, `sentinel.model.Scorer`), ONNX Runtime and the NumPy
-pass (`sentinel.fastlstm.FastScorer`), each on already prepared (scaled) input, for
+`tf.function` with a fixed signature, `sentinel.training.keras_model.Scorer`), ONNX Runtime and the NumPy
+pass (`sentinel.model.fastlstm.FastScorer`), each on already prepared (scaled) input, for
 `--seconds` per batch size. Also: `model.predict` on one window at a time (the tutorials'
 way), the largest risk difference of each runtime against TensorFlow, the multiply-adds of
 one window and the fraction of the two cores' peak the best figure reaches. Prints a table
@@ -27,10 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
 
-from sentinel.config import load_config
-from sentinel.fastlstm import FastScorer, LstmWeights, available_runtimes
-from sentinel.features import Scaler
-from sentinel.model import Scorer, build_model
+from sentinel.config.load import load_config
+from sentinel.core.features import Scaler
+from sentinel.model.fastlstm import FastScorer, LstmWeights, available_runtimes
+from sentinel.training.keras_model import Scorer, build_model
 
 
 def cpu_peak() -> dict[str, object]:

@@ -4,7 +4,7 @@
 
 The daemon's registry (its Telemetry, the process collectors) with one
 `sentinel_failure_risk` series per service, rendered by prometheus_client's
-`generate_latest` and by `sentinel.telemetry.exposition` (what /metrics serves: the risk
+`generate_latest` and by `sentinel.daemon.telemetry.exposition` (what /metrics serves: the risk
 family written directly). The scrape runs on an HTTP thread, but it holds the GIL, so its
 time is taken from the scoring loop. Prints the best of `--repeat` runs, a JSON line per count.
 """
@@ -26,7 +26,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from sentinel.telemetry import Telemetry, exposition
+from sentinel.daemon.telemetry import Telemetry, exposition
 
 
 def best_seconds(render: Callable[[CollectorRegistry], bytes], registry: CollectorRegistry,

@@ -15,7 +15,7 @@ the default serving runtime (ONNX Runtime) builds its graph once when the model 
 there is nothing to retrace and the traces are null.
 
 Run longer with `--minutes 60` (or more); `--services 2000` for a bigger replica. Without
-`--model` a small model is trained first (tests/daemon_kit.train_small_model, ~30 s).
+`--model` a small model is trained first (tests.testkit.daemon.train_small_model, ~30 s).
 Figures from this script are in RELIABILITY.md.
 """
 
@@ -33,17 +33,17 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from kafka import KafkaProducer
 from prometheus_client import CollectorRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))  # the test kit: tests.testkit
 
-from daemon_kit import train_small_model, write_config  # noqa: E402
-
-from sentinel.localbroker import TansuBroker  # noqa: E402
-from sentinel.model import Scorer, load_model  # noqa: E402
+from sentinel.daemon.kafka_client import make_producer  # noqa: E402
+from sentinel.model.artifact import load_model  # noqa: E402
 from sentinel.runner import App  # noqa: E402
+from sentinel.sim.localbroker import TansuBroker  # noqa: E402
+from sentinel.training.keras_model import Scorer  # noqa: E402
+from tests.testkit.daemon import train_small_model, write_config  # noqa: E402
 
 STEP_SECONDS = 10
 
@@ -53,7 +53,7 @@ def produce(bootstrap: str, topic: str, services: int, steps_per_second: float, 
     """One sample per service per step, `steps_per_second` steps a wall second."""
     rng = np.random.default_rng(0)
     base = rng.uniform(50, 5000, services)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    producer = make_producer(bootstrap)
     started, step = time.monotonic(), 0
     try:
         while not stop.is_set():

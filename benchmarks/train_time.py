@@ -26,9 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 
-from sentinel.config import load_config
-from sentinel.simulate import simulate, write_jsonl
-from sentinel.train import train
+from sentinel.config.load import load_config
+from sentinel.sim.simulate import simulate, write_jsonl
+from sentinel.training.train import train
 
 
 def timed_fit() -> list[float]:

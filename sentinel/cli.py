@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sentinel.errors import SentinelError
+from sentinel.logs import setup_logging
 
 log = logging.getLogger("sentinel")
 
@@ -31,31 +32,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def setup_logging(level: str) -> None:
-    """Plain lines on a terminal, one JSON object per line otherwise (journald, kubectl)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if not sys.stderr.isatty() else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        doc = {"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
-               "msg": record.getMessage()}
-        doc.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, default=str)
-
-
 def _check_config(args: argparse.Namespace) -> int:
-    from sentinel.config import load_config
+    from sentinel.config.load import load_config
 
     config = load_config(args.config)
     if args.dump:
-        from sentinel.config import dump_config
+        from sentinel.config.load import dump_config
 
         print(dump_config(config), end="")
         return 0
@@ -65,7 +47,7 @@ def _check_config(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from sentinel import simulate
+    from sentinel.sim import simulate
 
     if (args.out is None) == (args.kafka is None):
         raise SentinelError("give exactly one of --out FILE.jsonl or --kafka HOST:PORT")
@@ -78,8 +60,8 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         security = None
         if args.config:  # the daemon's TLS/SASL settings, for a secured broker
-            from sentinel.config import load_config
-            from sentinel.kafka_io import client_security
+            from sentinel.config.load import load_config
+            from sentinel.daemon.kafka_io import client_security
 
             security = client_security(load_config(args.config).kafka)
         count = simulate.produce_kafka(sim.samples, args.kafka, args.topic, speed=args.speed,
@@ -89,8 +71,8 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sentinel.config import load_config
-    from sentinel.train import train
+    from sentinel.config.load import load_config
+    from sentinel.training.train import train
 
     summary = train(load_config(args.config), args.history, Path(args.out))
     print(json.dumps(summary))
@@ -98,8 +80,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    from sentinel.backtest import backtest
-    from sentinel.config import load_config
+    from sentinel.config.load import load_config
+    from sentinel.training.backtest import backtest
 
     report = backtest(load_config(args.config), Path(args.model), args.data, Path(args.alerts),
                       Path(args.scores), args.report and Path(args.report),
@@ -112,7 +94,7 @@ def _backtest(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     import prometheus_client
 
-    from sentinel.config import load_config
+    from sentinel.config.load import load_config
     from sentinel.runner import App
 
     prometheus_client.disable_created_metrics()  # one *_created series per counter is noise
@@ -128,8 +110,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _models(args: argparse.Namespace) -> int:
     """`sentinel models list|promote|rollback`: the registry under model.path."""
-    from sentinel.config import load_config
-    from sentinel.registry import ModelRegistry
+    from sentinel.config.load import load_config
+    from sentinel.retrain.registry import ModelRegistry
 
     config = load_config(args.config)
     registry = ModelRegistry(config.model.path, config.model.keep_versions)

@@ -1,4 +1,8 @@
-"""Sentinel's small error tree; lower-layer errors are translated into these at the edge."""
+"""Sentinel's small error tree; lower-layer errors are translated into these at the edge.
+
+Every error a user can meet is importable from here (the modules that raise them import
+them from here too). The CLI prints a SentinelError as one line and exits 2.
+"""
 
 
 class SentinelError(Exception):
@@ -19,3 +23,15 @@ class ModelError(SentinelError):
 
 class DataError(SentinelError):
     """Input data cannot be used (no samples, no failures to learn from, unreadable file)."""
+
+
+class KafkaUnavailable(SentinelError):
+    """The broker cannot be reached or refused a request; the daemon retries."""
+
+
+class OutboxError(SentinelError):
+    """The outbox cannot be written: alerts can no longer be queued durably (degraded)."""
+
+
+class TransportError(SentinelError):
+    """No HTTP response: connection refused or reset, timed out, TLS failure."""

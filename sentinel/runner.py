@@ -12,8 +12,8 @@ dead-letter producer, notifier (pending deliveries stay in the outbox), HTTP ser
 A missing model directory is not fatal: Sentinel consumes, keeps windows and exports
 metrics, but scores nothing and is not ready. A model that is present but unusable
 (corrupt, tampered with, not matching the config) stops start-up with a ModelError.
-`model.path` is a model directory or a registry (sentinel.registry); a model promoted in the
-registry later is swapped in without a restart (sentinel.hotswap).
+`model.path` is a model directory or a registry (sentinel.retrain.registry); a model promoted in the
+registry later is swapped in without a restart (sentinel.daemon.hotswap).
 """
 
 from __future__ import annotations
@@ -28,19 +28,19 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from sentinel.config import Config
-from sentinel.daemon import Daemon
-from sentinel.health import HealthServer, HealthState
-from sentinel.history_store import HistoryStore
-from sentinel.hotswap import ModelWatcher
-from sentinel.kafka_io import DeadLetters, KafkaSource, client_security
-from sentinel.model import LoadedModel, load_model
-from sentinel.pipeline import Pipeline
-from sentinel.rebuild_hints import RebuildHints
-from sentinel.registry import ModelRegistry
-from sentinel.retrain import Retrainer
+from sentinel.config.schema import Config
+from sentinel.core.pipeline import Pipeline
+from sentinel.daemon.daemon import Daemon
+from sentinel.daemon.health import HealthServer, HealthState
+from sentinel.daemon.history_store import HistoryStore
+from sentinel.daemon.hotswap import ModelWatcher
+from sentinel.daemon.kafka_io import DeadLetters, KafkaSource, client_security
+from sentinel.daemon.rebuild_hints import RebuildHints
+from sentinel.daemon.telemetry import Telemetry
+from sentinel.model.artifact import LoadedModel, load_model
+from sentinel.retrain.registry import ModelRegistry
+from sentinel.retrain.scheduler import Retrainer
 from sentinel.sinks import Notifier
-from sentinel.telemetry import Telemetry
 
 log = logging.getLogger(__name__)
 

@@ -1,12 +1,18 @@
-"""Shared fixtures: a real Kafka-protocol broker (tansu) on loopback, a small trained model."""
+"""Shared fixtures from the one test kit (tests/testkit): a real Kafka-protocol broker (tansu)
+on loopback, a small trained model, a fake clock, an HTTP receiver and `wait_until`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from broker import TansuBroker  # tests/ is on sys.path: pytest puts a conftest's dir there
+
+from tests.testkit.broker import TansuBroker
+from tests.testkit.clock import FakeClock
+from tests.testkit.http import Receiver
+from tests.testkit.wait import wait_until as _wait_until
 
 
 @pytest.fixture
@@ -19,8 +25,39 @@ def kafka_broker(tmp_path) -> Iterator[TansuBroker]:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     """(model directory, alert threshold): a small LSTM trained once per session on a day of
-    4 services (daemon_kit.train_small_model). Copy it before changing anything in it."""
-    from daemon_kit import train_small_model
+    4 services (testkit.daemon.train_small_model). Copy it before changing anything in it."""
+    from tests.testkit.daemon import train_small_model
 
     out = tmp_path_factory.mktemp("model") / "model"
     return out, train_small_model(out)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock at 1000.0 that moves only with `advance(seconds)`."""
+    return FakeClock()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A plain-HTTP receiver on a free loopback port, stopped after the test."""
+    server = Receiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., object]:
+    """`wait_until(condition, timeout_seconds, what)`: the condition's first truthy value."""
+    return _wait_until
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`sentinel.cli.main` configures the root logger onto the (captured) stderr of the test
+    that calls it; put it back, or a worker thread of a later test logs into a closed file."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -23,8 +23,8 @@ import threading
 from collections.abc import Collection
 from pathlib import Path
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import AlertmanagerConfig
+from sentinel.config.schema import AlertmanagerConfig
+from sentinel.core.alerts import AlertTransition
 from sentinel.sinks.base import (
     Request,
     alert_annotations,

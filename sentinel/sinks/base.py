@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import BasicAuthConfig
-from sentinel.secrets import read_secret
+from sentinel.config.schema import BasicAuthConfig
+from sentinel.config.secrets import read_secret
+from sentinel.core.alerts import AlertTransition
 from sentinel.sinks.outbox import Delivery
 from sentinel.tls import client_context
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import AlertingConfig
-from sentinel.secrets import mask_url
+from sentinel.config.schema import AlertingConfig
+from sentinel.config.secrets import mask_url
+from sentinel.core.alerts import AlertTransition
 from sentinel.sinks.alertmanager import AlertmanagerSink
 from sentinel.sinks.base import Request, Sink
 from sentinel.sinks.outbox import Delivery, Outbox, OutboxError

@@ -34,17 +34,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sentinel.alerts import AlertTransition
-from sentinel.errors import SentinelError
+from sentinel.atomic import TMP_SUFFIX, write_atomic
+from sentinel.core.alerts import AlertTransition
+from sentinel.errors import OutboxError
+from sentinel.logs import LogThrottle
 
 log = logging.getLogger(__name__)
 
 _NAME_RE = re.compile(r"([0-9]{20})\.json")
-_TMP_SUFFIX = ".tmp"
 
-
-class OutboxError(SentinelError):
-    """The outbox cannot be written: alerts can no longer be queued durably (degraded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,26 +91,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a crash leaves either the old or the new file."""
-    tmp = path.with_name(f".{path.name}{_TMP_SUFFIX}")
-    try:
-        with open(tmp, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # makes the rename itself durable
-        finally:
-            os.close(directory)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
 class Outbox:
     """Pending deliveries of all sinks; thread-safe. At most `max_pending` are kept."""
 
@@ -124,7 +102,7 @@ class Outbox:
         self.write_errors = 0  # puts the disk refused (kept in memory instead)
         self.problem: str | None = None  # the last write error, until a write succeeds
         self.clock = clock
-        self._problem_logged_at: float | None = None
+        self._write_trouble = LogThrottle(log)
         self._unsaved: set[int] = set()  # seqs of pending deliveries that have no file
         self._changed = threading.Condition()
         self._write_lock = threading.Lock()  # serialises puts: file order = sequence order
@@ -222,7 +200,7 @@ class Outbox:
         """Re-load pending deliveries in sequence order; returns the highest sequence seen."""
         highest = 0
         for path in sorted(self.directory.iterdir()):
-            if path.name.startswith(".") and path.name.endswith(_TMP_SUFFIX):
+            if path.name.startswith(".") and path.name.endswith(TMP_SUFFIX):
                 # A put that crashed before its rename never returned, so no offset was
                 # committed for it: the alert will be produced again by the replay.
                 with contextlib.suppress(OSError):
@@ -254,11 +232,9 @@ class Outbox:
     def _write_failed(self, exc: OSError) -> None:
         self.write_errors += 1
         self.problem = str(self._error("write to", exc))
-        now = self.clock()
-        if self._problem_logged_at is None or now - self._problem_logged_at >= 60.0:
-            log.error("%s (kept in memory and delivered; no offset is committed until it is; "
-                      "logged once a minute)", self.problem)
-            self._problem_logged_at = now
+        self._write_trouble.log(self.clock(), logging.ERROR,
+                                "%s (kept in memory and delivered; no offset is committed until "
+                                "it is; logged once a minute)", self.problem)
 
     def _path(self, seq: int) -> Path:
         return self.directory / f"{seq:020d}.json"

@@ -23,7 +23,7 @@ from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import Literal
 
-from sentinel.config import DeliveryConfig
+from sentinel.config.schema import DeliveryConfig
 
 Outcome = Literal["delivered", "retried", "rejected"]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
 from urllib.parse import urlsplit
 
-from sentinel.errors import SentinelError
+from sentinel.errors import TransportError
 
 # post(url, body, headers, timeout_seconds) -> (status, response headers); raises
 # TransportError when no HTTP response came back.
@@ -25,9 +25,6 @@ Post = Callable[[str, bytes, Mapping[str, str], float], tuple[int, Mapping[str, 
 
 _MAX_RESPONSE_BYTES = 64 * 1024  # receivers' bodies are not used; read a little, politely
 
-
-class TransportError(SentinelError):
-    """No HTTP response: connection refused or reset, timed out, TLS failure."""
 
 
 class HttpTransport:

@@ -19,10 +19,10 @@ import hmac
 import os
 from collections.abc import Collection
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import WebhookConfig
+from sentinel.config.schema import WebhookConfig
+from sentinel.config.secrets import env_name
+from sentinel.core.alerts import AlertTransition
 from sentinel.errors import ConfigError
-from sentinel.secrets import env_name
 from sentinel.sinks.base import (
     ALERTNAME,
     ZERO_TIME,

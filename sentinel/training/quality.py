@@ -7,9 +7,9 @@
 
 Definitions (the independent evaluator's, so that our figures read like theirs):
 
-- An *event* is an onset of the failure rule held for `for` (sentinel.labels; an onset within
+- An *event* is an onset of the failure rule held for `for` (sentinel.core.labels; an onset within
   one horizon after the previous failure ended is the same event). It is *counted* when the
-  labelled data covers one window plus one horizon before it (as sentinel.evaluate does) and,
+  labelled data covers one window plus one horizon before it (as sentinel.training.evaluate does) and,
   with `report_from_ts`, when it starts at or after that time.
 - *Early*: a firing in [start - horizon, start); the lead is start minus the first of them.
   *Detected*: a firing in [start - horizon, start + step], or an alert still firing at
@@ -40,12 +40,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from sentinel.alerts import AlertTransition
-from sentinel.config import Config
-from sentinel.evaluate import average_precision, replay_alerts
-from sentinel.features import tracked_metrics
-from sentinel.history import Labelled, label, read_series
-from sentinel.labels import FailureEvent
+from sentinel.config.schema import Config
+from sentinel.core.alerts import AlertTransition
+from sentinel.core.features import tracked_metrics
+from sentinel.core.labels import FailureEvent
+from sentinel.training.evaluate import average_precision, replay_alerts
+from sentinel.training.history import Labelled, label, read_series
 
 STATIC_FOR_SECONDS = 30
 STATIC_BUDGET = 1.0  # false alerts per service-day the static rule is tuned within
