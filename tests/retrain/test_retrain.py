@@ -469,7 +469,7 @@ def retrain_config(tmp_path: Path, trained, **retrain) -> tuple[Path, Config]:
     raw = yaml.safe_load(BASE_CONFIG.read_text())
     raw["model"] = {"path": str(tmp_path / "models"), "check_interval": "0.2s"}
     raw["state"] = {"dir": str(tmp_path / "state")}
-    raw["training"] = {"epochs": 1, "lstm_units": [8, 4], "negative_stride": 4,
+    raw["training"] = {"epochs": 4, "lstm_units": [8, 4], "negative_stride": 4,
                        "validation_fraction": 0.2}
     raw["retrain"] = {"enabled": True, "schedule": "interval 1h", "min_history": "6h",
                       "holdout": "3h", "margin": 0.0, **retrain}

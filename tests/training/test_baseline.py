@@ -27,7 +27,7 @@ def _all_missing_windows() -> WindowSet:
     labelled = Labelled(series, [], np.zeros(steps))
     rows = np.arange(2, steps)
     return WindowSet([labelled], np.zeros(len(rows), int), rows, T0 + 10 * rows,
-                     np.zeros(len(rows)))
+                     np.zeros(len(rows)), np.ones(len(rows), bool))
 
 
 def test_baseline_without_any_feature_value_is_a_data_error():
