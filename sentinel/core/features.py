@@ -59,7 +59,9 @@ def transform(values: np.ndarray, specs: tuple[FeatureSpec, ...],
             column = np.log1p(np.maximum(column, 0.0))
         elif kind == "log":
             column = np.log(np.maximum(column, 0.0) + LOG_EPSILON)
-        elif kind == "slog":
+        elif kind in ("slog", "rate"):
+            if kind == "rate":
+                column = increases(column)
             scale = log_scale[i] if log_scale is not None else 1.0
             column = np.sign(column) * np.log1p(np.abs(column) / scale)
         if spec.center == "window":
@@ -69,6 +71,7 @@ def transform(values: np.ndarray, specs: tuple[FeatureSpec, ...],
 
 
 HEAVY_TAIL_RATIO = 10.0  # (q99.9 - q50) / IQR beyond this: the feature gets a log scale
+ORDERS_OF_MAGNITUDE = 100.0  # a non-negative feature whose q99/q01 exceeds this: log scale
 SCALE_QUANTILE = 0.1  # `slog`'s scale: this quantile of the feature's non-zero magnitudes
 
 
@@ -76,8 +79,9 @@ def decide_transforms(raw: np.ndarray, specs: tuple[FeatureSpec, ...]
                       ) -> tuple[tuple[str, ...], tuple[float, ...]]:
     """Each `auto` feature's transform, decided from training windows (..., steps, n_metrics).
 
-    A heavy-tailed feature (its extremes far beyond its interquartile range, as traffic that
-    spans services of 10 and 100,000 qps, or a latency that explodes) gets ``slog``; one with
+    A heavy-tailed feature (its extremes far beyond its interquartile range, as a latency that
+    explodes) or one spanning orders of magnitude (services of 10 and 100,000 qps, an error
+    rate from 0 to 1) gets ``slog``; a cumulative counter gets ``rate``; one with
     a bounded spread (a CPU fraction) stays linear. The log scale is a small quantile of the
     feature's own non-zero magnitudes, so that 300 -> 3,000 qps and 20,000 -> 200,000 qps are
     the same step."""
@@ -89,13 +93,23 @@ def decide_transforms(raw: np.ndarray, specs: tuple[FeatureSpec, ...]
         column = column[np.isfinite(column)]
         scale = 1.0
         kind = spec.transform
-        if kind == "auto":
+        if kind == "auto" and is_counter(raw[..., i]):
+            # a cumulative counter (requests_total): its level only grows, so the model sees
+            # its per-step increase, on a log scale
+            kind = "rate"
+            step = increases(fill_gaps(raw[..., i: i + 1])[..., 0]).ravel()
+            magnitude = np.abs(step[step != 0])
+            scale = max(float(np.quantile(magnitude, SCALE_QUANTILE)), 1e-12) if len(magnitude) \
+                else 1.0
+        elif kind == "auto":
             kind = "none"
             if len(column):
                 q25, q50, q75, q999 = np.quantile(column, (0.25, 0.5, 0.75, 0.999))
                 q001 = np.quantile(column, 0.001)
                 spread = max(q75 - q25, 1e-12)
-                if max(q999 - q50, q50 - q001) > HEAVY_TAIL_RATIO * spread:
+                q01, q99 = np.quantile(column, (0.01, 0.99))
+                orders = q01 >= 0 and q99 > ORDERS_OF_MAGNITUDE * max(q01, 1e-12)
+                if orders or max(q999 - q50, q50 - q001) > HEAVY_TAIL_RATIO * spread:
                     magnitude = np.abs(column[column != 0])
                     if len(magnitude):
                         kind = "slog"
@@ -103,6 +117,28 @@ def decide_transforms(raw: np.ndarray, specs: tuple[FeatureSpec, ...]
         kinds.append(kind)
         scales.append(scale)
     return tuple(kinds), tuple(scales)
+
+
+COUNTER_SHARE = 0.98  # of the non-zero step changes that are increases: a cumulative counter
+
+
+def is_counter(values: np.ndarray) -> bool:
+    """Does a feature (windows, steps) behave like a cumulative counter: non-negative, and
+    nearly every change an increase (a restart resets it, rarely)?"""
+    with np.errstate(invalid="ignore"):
+        change = np.diff(values, axis=-1)
+    change = change[np.isfinite(change) & (change != 0)]
+    finite = values[np.isfinite(values)]
+    return (len(change) >= 100 and bool((finite >= 0).all())
+            and float((change > 0).mean()) >= COUNTER_SHARE)
+
+
+def increases(counter: np.ndarray) -> np.ndarray:
+    """A counter's increase per step along the last axis; after a reset (a drop) the new value
+    is the increase, as Prometheus's rate() reads it. The first step repeats the second's."""
+    step = np.diff(counter, axis=-1)
+    step = np.where(step < 0, counter[..., 1:], step)
+    return np.concatenate([step[..., :1], step], axis=-1)
 
 
 def with_deviation(x: np.ndarray) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 
 from sentinel.config.schema import FeatureSpec
 from sentinel.core.buckets import Bucket
-from sentinel.core.features import Scaler, fill_gaps, transform
+from sentinel.core.features import Scaler, decide_transforms, fill_gaps, increases, transform
 from sentinel.core.windows import WindowStore, max_missing_steps, scorable
 
 NAN = np.nan
@@ -206,3 +206,40 @@ def test_log_transform_resolves_small_error_rates() -> None:
     assert out[0, :, 0] == pytest.approx(np.log([0.0021, 0.0061, 1e-4, 1e-4]))
     # a tripled error rate is a clear step, unlike raw values near zero
     assert out[0, 1, 0] - out[0, 0, 0] > 1.0
+
+
+def test_auto_transforms_are_decided_from_the_training_data() -> None:
+    rng = np.random.default_rng(0)
+    n, steps = 300, 20
+    scale = 10 ** rng.uniform(1, 5, (n, 1))  # services of 10 to 100,000 qps
+    qps = scale * rng.uniform(0.8, 1.2, (n, steps))
+    cpu = rng.uniform(0.3, 0.7, (n, steps))
+    total = np.cumsum(rng.uniform(5, 15, (n, steps)), axis=1)
+    total[7, 12:] -= total[7, 11]  # a restart resets the counter
+    specs = (FeatureSpec("qps"), FeatureSpec("cpu"), FeatureSpec("requests_total"),
+             FeatureSpec("forced", transform="none"))
+    raw = np.stack([qps, cpu, total, qps], axis=-1)
+    kinds, scales = decide_transforms(raw, specs)
+    assert kinds == ("slog", "none", "rate", "none")
+    assert 10 <= scales[0] < 200 and scales[1] == 1.0
+    # after the transform, a doubling reads alike for a 30-qps and a 30,000-qps service
+    pair = np.array([[[30.0], [60.0]], [[30_000.0], [60_000.0]]])
+    x = transform(pair, (FeatureSpec("qps"),), ("slog",), (1.0,))
+    assert np.diff(x[0, :, 0])[0] == pytest.approx(np.diff(x[1, :, 0])[0], abs=0.02)
+    # the counter becomes its per-step increase, the reset read as a restart from zero
+    rates = increases(total[7])
+    assert (rates > 0).all() and rates[12] == pytest.approx(total[7, 12])
+
+
+def test_fitted_scaler_adds_deviation_channels_and_round_trips() -> None:
+    rng = np.random.default_rng(1)
+    raw = rng.normal(100, 10, (500, 12, 2))
+    raw[:, -3:, 0] += 50  # the last steps jump: the deviation channel shows it
+    specs = (FeatureSpec("a"), FeatureSpec("b"))
+    scaler = Scaler.fit_raw(raw, specs)
+    x = scaler.prepare(raw, specs)
+    assert x.shape == (500, 12, 4) and scaler.inputs == 4
+    assert np.median(x[:, -1, 2]) > np.median(x[:, 0, 2]) + 1  # a's deviation rises at the end
+    again = Scaler.from_json(scaler.to_json())
+    assert np.array_equal(again.prepare(raw, specs), x)
+    assert np.abs(x).max() <= 10.0  # clipped
