@@ -322,6 +322,7 @@ _INPUT: Spec = {
     "allowed_lateness": _duration(allow_zero=True),
     "metrics": _list_of(_section(MappedMetric, {"name": _text, "source": _source}, ("name", "source")),
                         "a list of {name, source} metrics"),
+    "metrics_listen": _host_port,
 }
 _REQUIRED = ("step", "window", "horizon", "features", "failure")
 _TOP: Spec = {

@@ -305,6 +305,9 @@ class InputConfig:
     timestamp_units: TimestampUnits = "1s"  # telegraf-json: Telegraf's json_timestamp_units
     allowed_lateness_seconds: float = 0.0
     metrics: tuple[MappedMetric, ...] = ()  # sources of metrics besides the features
+    # `sentinel ingest` serves /metrics, /healthz, /readyz here (TLS and auth as metrics.*);
+    # None: not served
+    metrics_listen: str | None = None
 
     def sources(self, features: tuple[FeatureSpec, ...]) -> tuple[MappedMetric, ...]:
         """Every mapped metric: the features that name a source, then `metrics`."""
