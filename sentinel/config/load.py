@@ -63,6 +63,7 @@ from sentinel.config.schema import (
     MetricsConfig,
     ModelConfig,
     Op,
+    PrometheusConfig,
     RetrainConfig,
     RetrainMetric,
     SaslMechanism,
@@ -323,7 +324,19 @@ _INPUT: Spec = {
     "metrics": _list_of(_section(MappedMetric, {"name": _text, "source": _source}, ("name", "source")),
                         "a list of {name, source} metrics"),
     "metrics_listen": _host_port,
+    "prometheus": lambda value, key: _prometheus(value, key),
 }
+
+
+def _prometheus(value: object, key: str) -> PrometheusConfig:
+    spec: Spec = {"basic_auth": _basic_auth, "bearer_token_file": _text, "bearer_token_env": env_name,
+                  "ca_file": _text, "timeout": _duration(), "rate_window": _duration()}
+    prometheus = _build(PrometheusConfig, value, key, spec)
+    tokens = [name for name in ("bearer_token_file", "bearer_token_env") if getattr(prometheus, name)]
+    if len(tokens) > 1 or (tokens and prometheus.basic_auth is not None):
+        raise ConfigError(_join(key, tokens[-1]), getattr(prometheus, tokens[-1]),
+                          "no value: give one of basic_auth, bearer_token_file, bearer_token_env")
+    return prometheus
 _REQUIRED = ("step", "window", "horizon", "features", "failure")
 _TOP: Spec = {
     "step": _whole_seconds,

@@ -289,6 +289,20 @@ class MappedMetric:
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """How `sentinel backfill` talks to Prometheus (the URL is its --prometheus argument)."""
+
+    basic_auth: BasicAuthConfig | None = None
+    bearer_token_file: str | None = None  # Authorization: Bearer <the file's content>
+    bearer_token_env: str | None = None
+    ca_file: str | None = None  # PEM CA bundle that verifies an https:// Prometheus
+    timeout_seconds: float = 60.0  # per query_range request
+    # the rate window of counters (and histogram buckets) in the queries backfill derives from
+    # a source; None: max(4 x step, 1m), enough for two scrapes at the usual intervals
+    rate_window_seconds: float | None = None
+
+
+@dataclass(frozen=True)
 class InputConfig:
     """The message format on Kafka (DESIGN: `input.format`) and how foreign points map to samples.
 
@@ -308,6 +322,7 @@ class InputConfig:
     # `sentinel ingest` serves /metrics, /healthz, /readyz here (TLS and auth as metrics.*);
     # None: not served
     metrics_listen: str | None = None
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
 
     def sources(self, features: tuple[FeatureSpec, ...]) -> tuple[MappedMetric, ...]:
         """Every mapped metric: the features that name a source, then `metrics`."""
