@@ -22,6 +22,7 @@ Pure: nothing here reads a clock, a file or a socket.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 
@@ -45,6 +46,12 @@ def decoder_for(config: InputConfig) -> Decoder:
 
         return decode_otlp_json if config.format == "otlp-json" else decode_otlp_proto
     raise ValueError(f"no foreign decoder for format {config.format!r}")
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_stamp(stamp: str) -> float | None:
+    """parse_ts, remembered: the samples of one scrape share their timestamp."""
+    return parse_ts(stamp)
 
 
 def _load(raw: bytes | str) -> object | Rejection:
@@ -76,7 +83,7 @@ def decode_prometheus_adapter(raw: bytes | str) -> Decoded:
     if labels is None or not isinstance(name, str) or "timestamp" not in doc or "value" not in doc:
         return Rejection("unknown_shape", "expected {timestamp, value, name, labels}, got keys "
                                           f"{sorted(doc)[:8]}")
-    ts = parse_ts(doc["timestamp"]) if isinstance(doc["timestamp"], str) else None
+    ts = _parse_stamp(doc["timestamp"]) if isinstance(doc["timestamp"], str) else None
     if (bad := check_ts(ts, doc["timestamp"])) is not None:
         return bad
     value = doc["value"]
