@@ -29,7 +29,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from sentinel.atomic import write_atomic
-from sentinel.config.readers import parse_duration
+from sentinel.config.readers import _url, parse_duration
 from sentinel.config.schema import Config, MappedMetric, PrometheusConfig, SourceSpec
 from sentinel.config.secrets import SecretSource, read_secret
 from sentinel.core.samples import Sample, encode, parse_ts
@@ -170,6 +170,7 @@ def backfill(config: Config, url: str, start: str, end: str, out: Path, chunk: s
              get: Get | None = None, sleep: Callable[[float], None] = time.sleep,
              now: Callable[[], float] = time.time) -> dict[str, object]:
     """Write the chunks of [start, end) that are not written yet; a JSON-able summary."""
+    url = _url(url, "--prometheus")  # http(s) with a host, no credentials in it
     metrics = backfill_metrics(config)
     step = config.step_seconds
     chunk_seconds = max(step, int(parse_duration(chunk, "--chunk")) // step * step)

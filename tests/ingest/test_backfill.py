@@ -129,3 +129,10 @@ def test_cli_backfill_prints_a_json_summary(receiver, tmp_path, capsys):
                  "--start", "2025-11-23T12:00:00Z", "--end", str(T0 + 60), "--out", str(tmp_path / "h")])
     assert code == 0
     assert json.loads(capsys.readouterr().out.splitlines()[-1])["samples"] == 10
+
+
+@pytest.mark.parametrize("url", ["http://admin:pw@prometheus:9090", "prometheus:9090"])
+def test_a_prometheus_url_with_credentials_or_without_a_scheme_is_refused(url, tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        backfill(config(), url, str(T0), str(T0 + 60), tmp_path)
+    assert caught.value.key == "--prometheus" and "pw" not in str(caught.value)
