@@ -201,3 +201,56 @@ def test_ingest_commits_no_further_than_the_points_of_steps_still_open(kafka_bro
         bridge._source.close()  # leave without the flush of an idle round
     committed = committed_offsets(kafka_broker.bootstrap, "foreign", "sentinel-ingest")
     assert committed == {0: per_step}  # step 1's records are read again by the next owner
+
+
+def test_cli_ingest_refuses_a_config_without_a_foreign_format_or_topic(tmp_path, capsys):
+    from sentinel.cli import main
+
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["ingest", "--config", str(path)]) == 2
+    assert "input.format" in capsys.readouterr().err
+    raw["input"] = {"format": "telegraf-json"}
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["ingest", "--config", str(path)]) == 2
+    assert "input.topic" in capsys.readouterr().err
+
+
+def test_sentinel_ingest_process_serves_metrics_and_stops_cleanly_on_sigterm(kafka_broker, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.testkit.broker import free_port
+    from tests.testkit.wait import wait_until
+
+    kafka_broker.create_topic("foreign", partitions=2)
+    kafka_broker.create_topic("sentinel.metrics", partitions=2)
+    raw = ingest_config(kafka_broker, "prometheus-kafka-adapter")
+    port = free_port()
+    raw["input"]["metrics_listen"] = f"127.0.0.1:{port}"
+    path = tmp_path / "ingest.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    produce(kafka_broker.bootstrap, "foreign", [(None, m) for m in prometheus_adapter_messages()])
+    log = (tmp_path / "ingest.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "sentinel", "ingest", "--config", str(path)],
+                               stdout=log, stderr=subprocess.STDOUT)
+
+    def produced() -> float:
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read().decode()
+        except OSError:
+            return 0.0
+        lines = [line for line in text.splitlines() if line.startswith("sentinel_ingest_samples_total ")]
+        return float(lines[0].split()[1]) if lines else 0.0
+    try:
+        wait_until(lambda: produced() >= len(expected_samples()), 40, "all samples produced")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+        log.close()
+    assert len(consume_all(kafka_broker.bootstrap, "sentinel.metrics", 18)) == 18
