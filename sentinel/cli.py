@@ -108,6 +108,33 @@ def _run(args: argparse.Namespace) -> int:
     return app.run()
 
 
+def _ingest(args: argparse.Namespace) -> int:
+    import signal
+
+    import prometheus_client
+
+    from sentinel.config.load import load_config
+    from sentinel.ingest.bridge import Bridge
+
+    prometheus_client.disable_created_metrics()
+    debug = logging.getLogger().isEnabledFor(logging.DEBUG)
+    logging.getLogger("kafka").setLevel(logging.WARNING if debug else logging.CRITICAL)
+    bridge = Bridge.create(load_config(args.config))
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: bridge.stop())
+    return bridge.run()
+
+
+def _backfill(args: argparse.Namespace) -> int:
+    from sentinel.config.load import load_config
+    from sentinel.ingest.backfill import backfill
+
+    summary = backfill(load_config(args.config), args.prometheus, args.start, args.end,
+                       Path(args.out), chunk=args.chunk)
+    print(json.dumps(summary))
+    return 0
+
+
 def _models(args: argparse.Namespace) -> int:
     """`sentinel models list|promote|rollback`: the registry under model.path."""
     from sentinel.config.load import load_config
@@ -203,6 +230,22 @@ def _parser() -> argparse.ArgumentParser:
                                    "2 on a bad config or model)")
     p.add_argument("--config", required=True)
     p.set_defaults(handler=_run)
+
+    p = sub.add_parser("ingest", help="bridge: read input.topic in input.format, produce Sentinel "
+                                      "samples keyed by service to kafka.topic (exit 0 after "
+                                      "SIGTERM/SIGINT, 1 on an unexpected error, 2 on a bad config)")
+    p.add_argument("--config", required=True)
+    p.set_defaults(handler=_ingest)
+
+    p = sub.add_parser("backfill", help="history from Prometheus query_range as JSONL for "
+                                        "`sentinel train`; prints a JSON summary last")
+    p.add_argument("--config", required=True)
+    p.add_argument("--prometheus", required=True, help="base URL, e.g. http://127.0.0.1:9090")
+    p.add_argument("--start", required=True, help="RFC 3339 or Unix seconds")
+    p.add_argument("--end", required=True, help="RFC 3339, Unix seconds or 'now'")
+    p.add_argument("--out", required=True, help="directory: one JSONL file per chunk")
+    p.add_argument("--chunk", default="6h", help="time range per query_range request (default 6h)")
+    p.set_defaults(handler=_backfill)
 
     p = sub.add_parser("models", help="the model registry under model.path: list versions, "
                                       "promote one, roll back (a running daemon swaps it in)")

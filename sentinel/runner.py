@@ -134,6 +134,10 @@ class App:
             self.retrainer.start()
         log.info("consuming %s as group %s from %s", self.config.kafka.topic,
                  self.config.kafka.group_id, ",".join(self.config.kafka.bootstrap_servers))
+        if self.config.input.format != "sentinel":
+            log.info("input.format is %s: `sentinel ingest` turns %s into the Sentinel samples "
+                     "this daemon reads from %s", self.config.input.format,
+                     self.config.input.topic, self.config.kafka.topic)
         try:
             self.daemon.run()
         except Exception:

@@ -12,6 +12,7 @@ one (`*_file` / `*_env`, read at start-up by sentinel.config.secrets), so a conf
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -41,6 +42,7 @@ from sentinel.config.readers import (
 )
 from sentinel.config.schedule import parse_schedule
 from sentinel.config.schema import (
+    Aggregation,
     AlertingConfig,
     AlertmanagerConfig,
     BasicAuthConfig,
@@ -51,20 +53,26 @@ from sentinel.config.schema import (
     FailureRule,
     FeatureSpec,
     HistoryConfig,
+    InputConfig,
+    InputFormat,
     KafkaConfig,
     KafkaSaslConfig,
     KafkaSslConfig,
+    MappedMetric,
     MetricsAuthConfig,
     MetricsConfig,
     ModelConfig,
     Op,
+    PrometheusConfig,
     RetrainConfig,
     RetrainMetric,
     SaslMechanism,
     SecurityProtocol,
     ServerTlsConfig,
+    SourceSpec,
     StateConfig,
     StreamConfig,
+    TimestampUnits,
     TrainingConfig,
     Transform,
     WebhookConfig,
@@ -97,6 +105,12 @@ def parse_config(raw: object, source: str = "<memory>") -> Config:
         if seconds % step or seconds < min_steps * step:
             expected = f"a multiple of step ({step}s) and at least {min_steps * step}s"
             raise ConfigError(name, raw[name], expected)
+    names = set(cfg.feature_names)
+    for i, mapped in enumerate(cfg.input.metrics):
+        if mapped.name in names:
+            raise ConfigError(f"input.metrics[{i}].name", mapped.name,
+                              "a name no feature or other input metric has")
+        names.add(mapped.name)
     if cfg.retrain.enabled and not cfg.history.enabled:
         raise ConfigError("retrain.enabled", True, "false while history.enabled is false: "
                           "retraining learns from the history store")
@@ -128,7 +142,42 @@ def _alerting(value: object, key: str) -> AlertingConfig:
         expected = f"at most threshold ({alerting.threshold}), or alerts could never resolve"
         raise ConfigError(_join(key, "resolve_threshold"), alerting.resolve_threshold, expected)
     return alerting
-_FEATURE: Spec = {"name": _text, "transform": _choice(Transform), "center": _choice(Center)}
+def _matchers(value: object, key: str) -> tuple[tuple[str, str], ...]:
+    raw = _mapping(value, key, value if isinstance(value, dict) else (), ())
+    for label, pattern in raw.items():
+        if not isinstance(label, str) or not isinstance(pattern, str):
+            raise ConfigError(f"{key}.{label}", pattern, "a label name mapped to a regex string")
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"{key}.{label}", pattern, f"a valid regex ({exc})") from exc
+    return tuple(sorted(raw.items()))
+
+
+_SOURCE: Spec = {
+    "metric": _text,
+    "match": _matchers,
+    "aggregate": _choice(Aggregation),
+    "counter": _flag,
+    "histogram_quantile": _number("a quantile in (0, 1), e.g. 0.99", lambda x: 0 < x < 1),
+    "scale": _number("a non-zero number", lambda x: x != 0),
+    "promql": _text,
+}
+
+
+def _source(value: object, key: str) -> SourceSpec:
+    source = _build(SourceSpec, value, key, _SOURCE)
+    if source.metric is None and source.promql is None:
+        raise ConfigError(_join(key, "metric"), None,
+                          "a series name (or promql: an expression for `sentinel backfill`)")
+    if source.counter and source.histogram_quantile is not None:
+        raise ConfigError(_join(key, "counter"), True,
+                          "false with histogram_quantile: bucket counters are rated already")
+    return source
+
+
+_FEATURE: Spec = {"name": _text, "transform": _choice(Transform), "center": _choice(Center),
+                  "source": _source}
 _feature = _section(FeatureSpec, _FEATURE, ("name",))
 _CONDITION: Spec = {"metric": _text, "op": _choice(Op), "value": _number("a number")}
 _condition = _section(Condition, _CONDITION, tuple(_CONDITION))
@@ -266,6 +315,29 @@ _RETRAIN: Spec = {
     "timeout": _duration(),
     "threads": _integer(1),
 }
+_INPUT: Spec = {
+    "format": _choice(InputFormat),
+    "topic": _text,
+    "group_id": _text,
+    "service_label": _text,
+    "timestamp_units": _choice(TimestampUnits),
+    "allowed_lateness": _duration(allow_zero=True),
+    "metrics": _list_of(_section(MappedMetric, {"name": _text, "source": _source}, ("name", "source")),
+                        "a list of {name, source} metrics"),
+    "metrics_listen": _host_port,
+    "prometheus": lambda value, key: _prometheus(value, key),
+}
+
+
+def _prometheus(value: object, key: str) -> PrometheusConfig:
+    spec: Spec = {"basic_auth": _basic_auth, "bearer_token_file": _text, "bearer_token_env": env_name,
+                  "ca_file": _text, "timeout": _duration(), "rate_window": _duration()}
+    prometheus = _build(PrometheusConfig, value, key, spec)
+    tokens = [name for name in ("bearer_token_file", "bearer_token_env") if getattr(prometheus, name)]
+    if len(tokens) > 1 or (tokens and prometheus.basic_auth is not None):
+        raise ConfigError(_join(key, tokens[-1]), getattr(prometheus, tokens[-1]),
+                          "no value: give one of basic_auth, bearer_token_file, bearer_token_env")
+    return prometheus
 _REQUIRED = ("step", "window", "horizon", "features", "failure")
 _TOP: Spec = {
     "step": _whole_seconds,
@@ -287,6 +359,7 @@ _TOP: Spec = {
     "state": _section(StateConfig, {"dir": _text}),
     "history": _section(HistoryConfig, _HISTORY),
     "retrain": _retrain,
+    "input": _section(InputConfig, _INPUT),
 }
 
 

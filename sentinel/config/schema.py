@@ -17,6 +17,30 @@ Center = Literal["none", "window"]
 RetrainMetric = Literal["pr_auc", "early_recall"]
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+InputFormat = Literal["sentinel", "prometheus-kafka-adapter", "telegraf-json", "otlp-json", "otlp-proto"]
+Aggregation = Literal["sum", "max", "mean"]
+TimestampUnits = Literal["1s", "1ms", "1us", "1ns"]
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Where a metric comes from in a foreign format (sentinel.ingest), or in Prometheus.
+
+    The series named `metric` whose labels fully match every `match` regex (Prometheus ``=~``
+    semantics; a missing label is ""), one value per series per step, combined across series
+    by `aggregate`. `counter`: a cumulative counter, turned into a per-second rate (resets
+    handled); `histogram_quantile`: that quantile of the step's observations, from the
+    ``<metric>_bucket`` series and their ``le`` label. `scale` multiplies the result
+    (seconds -> ms: 1000). `promql` is what `sentinel backfill` queries instead.
+    """
+
+    metric: str | None = None
+    match: tuple[tuple[str, str], ...] = ()
+    aggregate: Aggregation = "sum"
+    counter: bool = False
+    histogram_quantile: float | None = None
+    scale: float = 1.0
+    promql: str | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +59,7 @@ class FeatureSpec:
     name: str
     transform: Transform = "auto"
     center: Center = "none"
+    source: SourceSpec | None = None  # foreign formats and backfill only (input.format)
 
 
 @dataclass(frozen=True)
@@ -259,6 +284,56 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class MappedMetric:
+    """A metric that is not a feature (e.g. one the failure rule reads), with its source."""
+
+    name: str
+    source: SourceSpec
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """How `sentinel backfill` talks to Prometheus (the URL is its --prometheus argument)."""
+
+    basic_auth: BasicAuthConfig | None = None
+    bearer_token_file: str | None = None  # Authorization: Bearer <the file's content>
+    bearer_token_env: str | None = None
+    ca_file: str | None = None  # PEM CA bundle that verifies an https:// Prometheus
+    timeout_seconds: float = 60.0  # per query_range request
+    # the rate window of counters (and histogram buckets) in the queries backfill derives from
+    # a source; None: max(4 x step, 1m), enough for two scrapes at the usual intervals
+    rate_window_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """The message format on Kafka (DESIGN: `input.format`) and how foreign points map to samples.
+
+    `sentinel ingest` reads `topic` in group `group_id` and produces Sentinel samples to
+    `kafka.topic`; `service_label` names the label / tag / resource attribute that holds the
+    service. A step of a service is emitted once a point `allowed_lateness` past its end
+    arrives for that service (or the input is idle that long).
+    """
+
+    format: InputFormat = "sentinel"
+    topic: str | None = None
+    group_id: str = "sentinel-ingest"
+    service_label: str = "job"
+    timestamp_units: TimestampUnits = "1s"  # telegraf-json: Telegraf's json_timestamp_units
+    allowed_lateness_seconds: float = 0.0
+    metrics: tuple[MappedMetric, ...] = ()  # sources of metrics besides the features
+    # `sentinel ingest` serves /metrics, /healthz, /readyz here (TLS and auth as metrics.*);
+    # None: not served
+    metrics_listen: str | None = None
+    prometheus: PrometheusConfig = field(default_factory=PrometheusConfig)
+
+    def sources(self, features: tuple[FeatureSpec, ...]) -> tuple[MappedMetric, ...]:
+        """Every mapped metric: the features that name a source, then `metrics`."""
+        mapped = tuple(MappedMetric(f.name, f.source) for f in features if f.source is not None)
+        return mapped + self.metrics
+
+
+@dataclass(frozen=True)
 class Config:
     step_seconds: int
     window_seconds: int
@@ -274,6 +349,7 @@ class Config:
     state: StateConfig = field(default_factory=StateConfig)
     history: HistoryConfig = field(default_factory=HistoryConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    input: InputConfig = field(default_factory=InputConfig)
     source: str = "<memory>"
 
     @property

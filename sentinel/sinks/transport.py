@@ -48,6 +48,22 @@ def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_seconds
     `timeout_seconds` bounds connecting and each wait for the receiver's bytes. `context`
     verifies an https:// receiver (default: the system CAs, host name checked).
     """
+    status, response_headers, _ = _request("POST", url, body, headers, timeout_seconds, context,
+                                           _MAX_RESPONSE_BYTES)
+    return status, response_headers
+
+
+def http_get(url: str, headers: Mapping[str, str], timeout_seconds: float,
+             context: ssl.SSLContext | None = None, max_bytes: int = 256 << 20
+             ) -> tuple[int, dict[str, str], bytes]:
+    """GET `url` (a query API such as Prometheus's): status, lower-case headers and the body
+    (at most `max_bytes`); TransportError as for `http_post`."""
+    return _request("GET", url, None, headers, timeout_seconds, context, max_bytes)
+
+
+def _request(method: str, url: str, body: bytes | None, headers: Mapping[str, str],
+             timeout_seconds: float, context: ssl.SSLContext | None, max_bytes: int
+             ) -> tuple[int, dict[str, str], bytes]:
     parts = urlsplit(url)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     headers = {**headers, "User-Agent": "sentinel"}
@@ -58,13 +74,14 @@ def http_post(url: str, body: bytes, headers: Mapping[str, str], timeout_seconds
                                          context=context or ssl.create_default_context())
         else:
             connection = HTTPConnection(parts.hostname or "", parts.port, timeout=timeout_seconds)
-        connection.request("POST", target, body=body, headers=headers)
+        connection.request(method, target, body=body, headers=headers)
         response = connection.getresponse()
-        response.read(_MAX_RESPONSE_BYTES)
-        return response.status, {name.lower(): value for name, value in response.getheaders()}
+        data = response.read(max_bytes)
+        return (response.status, {name.lower(): value for name, value in response.getheaders()},
+                data)
     except (OSError, HTTPException, ValueError) as exc:  # socket.timeout is an OSError
         where = f"{parts.hostname}:{parts.port or ('443' if parts.scheme == 'https' else '80')}"
-        raise TransportError(f"POST to {where} failed: {exc!r}") from exc
+        raise TransportError(f"{method} to {where} failed: {exc!r}") from exc
     finally:
         if connection is not None:
             connection.close()

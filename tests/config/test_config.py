@@ -389,3 +389,48 @@ def test_kafka_client_certificate_needs_both_files() -> None:
         parse_config(doc)
 
     assert caught.value.key == "kafka.ssl.key_file"
+
+
+_INPUT = {"format": "prometheus-kafka-adapter", "topic": "prometheus", "service_label": "job",
+          "metrics": [{"name": "health", "source": {"metric": "up"}}]}
+
+
+def test_input_section_and_feature_sources_parse_into_typed_objects() -> None:
+    doc = _with(_with(_demo(), "input", _INPUT), "features[0].source",
+                {"metric": "http_requests_total", "counter": True, "match": {"code": "2.."},
+                 "aggregate": "sum", "promql": "sum by (job) (rate(http_requests_total[1m]))"})
+    cfg = parse_config(doc)
+    assert cfg.input.format == "prometheus-kafka-adapter" and cfg.input.topic == "prometheus"
+    assert cfg.features[0].source is not None and cfg.features[0].source.match == (("code", "2.."),)
+    assert [m.name for m in cfg.input.sources(cfg.features)] == ["qps", "health"]
+    assert parse_config(_demo()).input.format == "sentinel"  # the contract format by default
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key", "in_message"),
+    [
+        ("input.format", "influx", "input.format", "'influx'"),
+        ("input.timestamp_units", "1m", "input.timestamp_units", "'1m'"),
+        ("input.topic", "", "input.topic", "''"),
+        ("input.metrics[0].name", "qps", "input.metrics[0].name", "'qps'"),
+        ("input.metrics[0].source", {}, "input.metrics[0].source.metric", "promql"),
+        ("input.metrics[0].source", {"metric": "x", "aggregate": "median"},
+         "input.metrics[0].source.aggregate", "'median'"),
+        ("input.metrics[0].source", {"metric": "x", "histogram_quantile": 99},
+         "input.metrics[0].source.histogram_quantile", "99"),
+        ("input.metrics[0].source", {"metric": "x", "counter": True, "histogram_quantile": 0.9},
+         "input.metrics[0].source.counter", "True"),
+        ("input.metrics[0].source", {"metric": "x", "match": {"code": "5(("}},
+         "input.metrics[0].source.match.code", "'5(('"),
+        ("input.metrics[0].source", {"metric": "x", "match": ["code"]},
+         "input.metrics[0].source.match", "['code']"),
+    ],
+)
+def test_bad_input_config_names_the_key_and_the_value(
+    path: str, value: object, key: str, in_message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(_with(_with(_demo(), "input", _INPUT), path, value))
+
+    assert caught.value.key == key
+    assert in_message in str(caught.value)

@@ -1,4 +1,4 @@
-"""One HTTP receiver for every test that needs something to POST to.
+"""One HTTP receiver for every test that needs something to POST (or GET) to.
 
     >>> receiver = Receiver().start()                  # plain HTTP on a free loopback port
     >>> receiver.script = [Reply(500), Reply(200)]     # answers in order, then `default`
@@ -31,6 +31,7 @@ class Reply:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     hang_seconds: float = 0.0  # wait this long (or until the receiver stops) before answering
+    body: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,9 @@ class Receiver:
         self.port = port
         self.clock = clock
         self.pki = pki
-        self.script: list[Reply] = []  # answers in order; then `default`
+        self.script: list[Reply] = []  # answers in order; then `respond` or `default`
         self.default = Reply()
+        self.respond: Callable[[Received], Reply] | None = None  # an answer made per request
         self.received: list[Received] = []
         self.released = threading.Event()  # ends every hang
         self._lock = threading.Lock()
@@ -76,17 +78,22 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                request = Received(self.path, dict(self.headers), body, receiver.clock())
                 with receiver._lock:
-                    receiver.received.append(
-                        Received(self.path, dict(self.headers), body, receiver.clock()))
-                    reply = receiver.script.pop(0) if receiver.script else receiver.default
+                    receiver.received.append(request)
+                    reply = receiver.script.pop(0) if receiver.script else None
+                if reply is None:
+                    reply = receiver.respond(request) if receiver.respond else receiver.default
                 if reply.hang_seconds:
                     receiver.released.wait(reply.hang_seconds)
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
                     self.send_header(name, value)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(reply.body)))
                 self.end_headers()
+                self.wfile.write(reply.body)
+
+            do_GET = do_POST  # a query API (Prometheus's query_range): recorded and answered alike
 
             def log_message(self, *args: object) -> None:
                 pass
