@@ -174,7 +174,9 @@ class RiskSeries:
         prefix = self.NAME + '{service="'
         lines += [f'{prefix}{_escape(service)}"}} {_value(risk)}\n'
                   for service, risk in dict(self._risk).items()]
-        return "".join(lines).encode()
+        # decode() admits only valid UTF-8 names; should one slip through anyway, it is
+        # written escaped rather than failing every scrape of every service
+        return "".join(lines).encode("utf-8", errors="backslashreplace")
 
 
 _RISK_SERIES: weakref.WeakKeyDictionary[CollectorRegistry, RiskSeries] = (

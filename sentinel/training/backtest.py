@@ -55,7 +55,8 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
              ) -> dict[str, Any]:
     loaded = load_model(model_dir, config)
     stats = DecodeStats()
-    samples = list(decode_lines(iter_jsonl_lines(data), stats))
+    samples = list(decode_lines(iter_jsonl_lines(data), stats,
+                                max_future_seconds=config.stream.max_future_seconds))
     alerting = loaded.alerting(config)
     run = replay(config, loaded.scorer, samples, alerting)
     base = replay(config, baseline_from_metadata(loaded.metadata), samples,
@@ -68,8 +69,8 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
                 for s, item in labelled.items()}
 
     def targets(scores: list[Score]) -> np.ndarray:
-        return np.array([labelled[s.service].y[(s.ts - labelled[s.service].series.first_ts)
-                                                // config.step_seconds] for s in scores])
+        return np.array([labelled[s.service].y[labelled[s.service].series.index(s.ts)]
+                         for s in scores])
 
     risk = np.array([s.risk for s in run.scores])
     report = {
