@@ -81,13 +81,18 @@ def _train(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from sentinel.config.load import load_config
-    from sentinel.training.backtest import backtest
+    from sentinel.training.backtest import backtest, json_text
 
     report = backtest(load_config(args.config), Path(args.model), args.data, Path(args.alerts),
                       Path(args.scores), args.report and Path(args.report),
                       args.plot and Path(args.plot))
-    print(json.dumps({"model": report["model"]["overall"],
-                      "baseline": report["baseline"]["overall"]}))
+    data = report["data"]
+    rejected = ", ".join(f"{reason} {count}" for reason, count in sorted(data["rejected"].items()))
+    print(f"backtest: {data['samples']} samples replayed, {data['late']} late (not scored), "
+          f"{sum(data['rejected'].values())} lines rejected" + (f" ({rejected})" if rejected else ""),
+          file=sys.stderr)
+    print(json_text({"model": report["model"]["overall"],
+                     "baseline": report["baseline"]["overall"]}))
     return 0
 
 

@@ -168,11 +168,22 @@ def iter_jsonl_lines(paths: Iterable[str | Path]) -> Iterator[bytes]:
     """Lines of JSONL files, and of the ``*.jsonl`` files in directories, in name order, as
     bytes: `decode` checks the encoding exactly as it does for a Kafka value (a line of
     invalid UTF-8 is rejected, never read with replacement characters)."""
-    for path in map(Path, paths):
+    paths = [Path(p) for p in paths]
+    for path in paths:  # all checked now: a typo fails at once, not after an hour of reading
+        if not path.exists():
+            raise DataError(f"no such file or directory: {path}")
+    return _lines_of(paths)
+
+
+def _lines_of(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
         files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
         for file in files:
-            with file.open("rb") as handle:
-                yield from _bounded_lines(handle)
+            try:
+                with file.open("rb") as handle:
+                    yield from _bounded_lines(handle)
+            except (IsADirectoryError, PermissionError) as exc:
+                raise DataError(f"cannot read {file}: {exc.strerror}") from exc
 
 
 def _bounded_lines(handle: BinaryIO) -> Iterator[bytes]:
