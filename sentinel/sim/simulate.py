@@ -41,6 +41,7 @@ Failures are not labelled in the data: a service has failed while `error_rate >=
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +52,8 @@ from typing import Any
 import numpy as np
 
 from sentinel.errors import SentinelError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_START_TS = 1763942400  # 2025-11-24 00:00 UTC, a Monday
 STEP_SECONDS = 10
@@ -582,7 +585,10 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
                     on_progress(count)
             producer.flush()
     finally:
-        producer.close()
+        try:
+            producer.close(timeout=5)
+        except Exception as exc:  # the broker is gone (Ctrl-C): nothing left to deliver to
+            log.debug("closing the producer: %s", exc)
     if on_progress is not None:
         on_progress(count)
     return count
