@@ -7,6 +7,7 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -185,3 +186,49 @@ def test_rejections_count_the_same_in_stats_and_in_the_daemon(tmp_path: Path) ->
     assert len(accepted) == 5 and stats.rejected == {"invalid_service": 1, "future_ts": 1}
     assert isinstance(decisions([lines[-1]], tmp_path), list)
     assert not isinstance(Rejection, Sample)
+
+
+# --- defect 7: the backtest's small ones ------------------------------------------------------
+
+SHIPPED = Path(__file__).parents[2] / "config" / "sentinel.yaml"
+DEMO_MODEL = Path(__file__).parents[2] / "sentinel" / "sim" / "demo_model"
+
+
+def _backtest(tmp_path: Path, data: Path, capsys) -> tuple[int, str, str]:
+    from sentinel.cli import main
+
+    code = main(["backtest", "--config", str(SHIPPED), "--model", str(DEMO_MODEL), "--data",
+                 str(data), "--alerts", str(tmp_path / "a.jsonl"), "--scores",
+                 str(tmp_path / "s.csv"), "--report", str(tmp_path / "r.json")])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_missing_data_file_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    code, _out, err = _backtest(tmp_path, tmp_path / "absent.jsonl", capsys)
+
+    assert code == 2 and "no such file" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_empty_data_gives_strict_json_without_nan(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+
+    code, out, err = _backtest(tmp_path, empty, capsys)
+
+    if code == 0:
+        json.loads(out.strip().splitlines()[-1], parse_constant=lambda c: pytest.fail(c))
+        json.loads((tmp_path / "r.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+    else:
+        assert code == 2 and "Traceback" not in err
+
+
+def test_the_backtest_says_how_many_lines_it_rejected(tmp_path: Path, capsys) -> None:
+    data = tmp_path / "d.jsonl"
+    data.write_bytes(b"\n".join([*stream(100), b"{oops", line("sur\ud800")]) + b"\n")
+
+    code, _out, err = _backtest(tmp_path, data, capsys)
+
+    assert code == 0, err
+    assert "2 lines rejected" in err and "malformed_json 1" in err and "invalid_service 1" in err
