@@ -40,6 +40,7 @@ Failures are not labelled in the data: a service has failed while `error_rate >=
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import math
@@ -589,6 +590,10 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
             producer.close(timeout=5)
         except Exception as exc:  # the broker is gone (Ctrl-C): nothing left to deliver to
             log.debug("closing the producer: %s", exc)
+            # kafka-python would try once more at exit and print a KafkaTimeoutError traceback
+            cleanup = getattr(producer, "_cleanup", None)
+            if cleanup is not None:
+                atexit.unregister(cleanup)
     if on_progress is not None:
         on_progress(count)
     return count
