@@ -568,6 +568,11 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
     from sentinel.daemon.kafka_client import kafka_errors, make_producer
 
     producer = make_producer(bootstrap, security)  # KafkaUnavailable: "cannot connect to Kafka at"
+    # This function closes the producer itself; kafka-python's exit hook would only print a
+    # KafkaTimeoutError traceback when the process exits while a send waits on a dead broker.
+    cleanup = getattr(producer, "_cleanup", None)
+    if cleanup is not None:
+        atexit.unregister(cleanup)
     count, first_ts, wall_start, newest_ts = 0, None, time.monotonic(), -math.inf
     try:
         with kafka_errors(f"producing to {topic} at {bootstrap} failed"):
@@ -590,10 +595,6 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
             producer.close(timeout=5)
         except Exception as exc:  # the broker is gone (Ctrl-C): nothing left to deliver to
             log.debug("closing the producer: %s", exc)
-            # kafka-python would try once more at exit and print a KafkaTimeoutError traceback
-            cleanup = getattr(producer, "_cleanup", None)
-            if cleanup is not None:
-                atexit.unregister(cleanup)
     if on_progress is not None:
         on_progress(count)
     return count
