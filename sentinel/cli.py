@@ -81,13 +81,18 @@ def _train(args: argparse.Namespace) -> int:
 
 def _backtest(args: argparse.Namespace) -> int:
     from sentinel.config.load import load_config
-    from sentinel.training.backtest import backtest
+    from sentinel.training.backtest import backtest, json_text
 
     report = backtest(load_config(args.config), Path(args.model), args.data, Path(args.alerts),
                       Path(args.scores), args.report and Path(args.report),
                       args.plot and Path(args.plot))
-    print(json.dumps({"model": report["model"]["overall"],
-                      "baseline": report["baseline"]["overall"]}))
+    data = report["data"]
+    rejected = ", ".join(f"{reason} {count}" for reason, count in sorted(data["rejected"].items()))
+    print(f"backtest: {data['samples']} samples replayed, {data['late']} late (not scored), "
+          f"{sum(data['rejected'].values())} lines rejected" + (f" ({rejected})" if rejected else ""),
+          file=sys.stderr)
+    print(json_text({"model": report["model"]["overall"],
+                     "baseline": report["baseline"]["overall"]}))
     return 0
 
 
@@ -196,9 +201,12 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_check_config)
 
     p = sub.add_parser("simulate", help="deterministic flash-sale traffic with failures")
-    p.add_argument("--services", type=int, default=6)
-    p.add_argument("--days", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--services", type=int, default=6,
+                   help="number of simulated services (default: %(default)s)")
+    p.add_argument("--days", type=float, default=1.0,
+                   help="simulated days of 10-second samples (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=1,
+                   help="random seed: the same seed gives the same traffic (default: %(default)s)")
     p.add_argument("--start", type=int, default=None, help="first event time, Unix seconds")
     p.add_argument("--out", help="write JSONL here")
     p.add_argument("--kafka", help="produce to this broker (HOST:PORT) instead")
@@ -210,15 +218,16 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_simulate)
 
     p = sub.add_parser("train", help="train a model on JSONL history; prints a JSON summary last")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="the config (YAML) to train for")
     p.add_argument("--history", required=True, nargs="+", help="JSONL files or directories")
     p.add_argument("--out", required=True, help="model directory to write")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("backtest", help="replay data through the daemon's code path and grade it")
-    p.add_argument("--config", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, nargs="+")
+    p.add_argument("--config", required=True, help="the config (YAML) the daemon would run with")
+    p.add_argument("--model", required=True, help="a model directory written by `sentinel train`")
+    p.add_argument("--data", required=True, nargs="+",
+                   help="JSONL files or directories of samples to replay")
     p.add_argument("--alerts", required=True, help="alert transitions out (JSONL)")
     p.add_argument("--scores", required=True, help="risk per scored window out (CSV)")
     p.add_argument("--report", help="figures out (JSON)")
@@ -228,7 +237,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the daemon: consume samples from Kafka, score, alert "
                                    "(exit 0 after SIGTERM/SIGINT, 1 on an unexpected error, "
                                    "2 on a bad config or model)")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", required=True, help="the daemon's config (YAML)")
     p.set_defaults(handler=_run)
 
     p = sub.add_parser("ingest", help="bridge: read input.topic in input.format, produce Sentinel "
@@ -257,6 +266,6 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("version")
     models.add_parser("rollback", help="make the previously current version current again")
     for q in models.choices.values():
-        q.add_argument("--config", required=True)
+        q.add_argument("--config", required=True, help="the config whose model.path holds the registry")
     p.set_defaults(handler=_models)
     return parser

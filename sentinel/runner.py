@@ -105,7 +105,8 @@ class App:
         if config.kafka.dead_letter_topic:
             dead_letters = DeadLetters(config.kafka.bootstrap_servers,
                                        config.kafka.dead_letter_topic, config.kafka.topic,
-                                       security)
+                                       security, on_undeliverable=lambda reason, _error:
+                                       telemetry.dead_letters_failed.labels(reason).inc())
 
         hints = RebuildHints(Path(config.state.dir) / "rebuild-hints.json", config.kafka.topic,
                              config.kafka.group_id)

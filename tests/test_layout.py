@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sentinel"
 CORE_STDLIB = frozenset({
     "__future__", "abc", "bisect", "collections", "dataclasses", "datetime", "enum",
     "functools", "hashlib", "heapq", "itertools", "json", "math", "operator", "re",
-    "statistics", "typing",
+    "statistics", "typing", "unicodedata",
 })
 CORE_SENTINEL = ("sentinel.core", "sentinel.config.schema", "sentinel.errors")
 CORE_THIRD_PARTY = frozenset({"numpy"})

@@ -78,18 +78,13 @@ from sentinel.config.schema import (
     WebhookConfig,
 )
 from sentinel.config.secrets import env_name, mask_url
+from sentinel.config.yaml_file import read_yaml
 from sentinel.errors import ConfigError
 
 
 def load_config(path: str | Path) -> Config:
     """Read and validate a YAML config file; every problem is a :class:`ConfigError`."""
-    try:
-        with open(path, encoding="utf-8") as stream:
-            raw = yaml.safe_load(stream)  # a named stream puts the file name in YAML's messages
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError("<file>", str(path), f"a readable UTF-8 file ({exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError("<file>", str(path), f"valid YAML: {exc}") from exc
+    raw = read_yaml(path)  # bounded size and alias expansion, no duplicate keys
     if raw is None:
         raise ConfigError("<file>", str(path), "a mapping of config keys, not an empty file")
     return parse_config(raw, str(path))

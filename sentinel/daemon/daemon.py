@@ -76,6 +76,10 @@ class Notifier(Protocol):
 
 
 class DeadLetterSink(Protocol):
+    """sentinel.daemon.kafka_io.DeadLetters; `flush` blocks until acknowledged or timed out."""
+
+    problem: str | None  # why the last flush left letters unacknowledged
+
     def send(self, record: Record, reason: str, detail: str) -> None: ...
     def flush(self) -> bool: ...
 
@@ -303,7 +307,9 @@ class Daemon:
         if not self._to_commit or self._source is None:
             return
         if self.dead_letters is not None and not self.dead_letters.flush():
-            log.warning("dead letters not acknowledged; offsets wait for the next batch")
+            self._hold.log(self.clock(), logging.WARNING, "dead letters not acknowledged (%s); "
+                           "offsets wait for the next batch",
+                           getattr(self.dead_letters, "problem", None) or "no answer yet")
             return
         if self.notifier.unsaved():
             # An alert the disk refused lives only in memory until delivered: committing now

@@ -12,6 +12,10 @@
 - ``/readyz`` (readiness): 200 when every check (model, partitions, broker) is ok, else 503
   with the failing checks in the body. `degraded` names the parts that fail without
   stopping the scoring (e.g. the history store on a full disk); they do not fail readiness.
+- A /metrics request that fails (the exposition raised) answers 500 with the reason, logs
+  an error, counts ``sentinel_scrape_failures_total`` (visible in the next scrape that
+  works) and fails readiness (check ``metrics``) until a scrape succeeds again: monitoring
+  that has gone blind must never look healthy.
 
 Both answer JSON. The main loop writes the state; HTTP threads only read it, under a lock,
 so a request never touches Kafka or the model.
@@ -32,10 +36,11 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client.core import CounterMetricFamily
 
 from sentinel.config.schema import MetricsConfig
 from sentinel.config.secrets import Secret, read_secret
@@ -84,6 +89,17 @@ class HealthState:
         self._checks: dict[str, tuple[bool, str]] = {name: (False, "not checked yet")
                                                      for name in READY_CHECKS}
         self._degraded: dict[str, str] = {}
+        self.scrape_failures = 0
+
+    def scrape_failed(self, problem: str) -> None:
+        with self._lock:
+            self.scrape_failures += 1
+            self._checks["metrics"] = (False, f"the last /metrics scrape failed: {problem}")
+
+    def scrape_succeeded(self) -> None:
+        with self._lock:
+            if "metrics" in self._checks and not self._checks["metrics"][0]:
+                self._checks["metrics"] = (True, "the last /metrics scrape succeeded")
 
     def progressed(self) -> None:
         with self._lock:
@@ -130,6 +146,7 @@ class HealthServer:
         self.registry, self.state = registry, state
         self.tls, self.auth = tls, auth
         self._server: ThreadingHTTPServer | None = None
+        registry.register(_ScrapeFailures(state))
 
     @classmethod
     def from_config(cls, config: MetricsConfig, registry: CollectorRegistry, state: HealthState
@@ -176,6 +193,21 @@ class HealthServer:
             self._server = None
 
 
+class _ScrapeFailures:
+    """`sentinel_scrape_failures_total`, read from the HealthState at scrape time."""
+
+    def __init__(self, state: HealthState) -> None:
+        self.state = state
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily("sentinel_scrape_failures",
+                                  "/metrics requests that failed (answered 500; see the log)",
+                                  value=self.state.scrape_failures)
+
+
 def _auth_words(auth: BasicAuth | None) -> str:
     if auth is None:
         return "no authentication"
@@ -215,7 +247,18 @@ def _handler(registry: CollectorRegistry, state: HealthState, auth: BasicAuth | 
                 self.wfile.write(body)
                 return
             if path == "/metrics":
-                self._send(200, exposition(registry), CONTENT_TYPE_LATEST)
+                try:
+                    body = exposition(registry)
+                except Exception as exc:
+                    problem = f"{type(exc).__name__}: {str(exc)[:300]}"
+                    state.scrape_failed(problem)
+                    log.error("/metrics scrape failed (%d so far; readiness fails until one "
+                              "succeeds): %s", state.scrape_failures, problem, exc_info=True)
+                    self._send(500, json.dumps({"error": "metrics exposition failed",
+                                                "detail": problem}).encode(), "application/json")
+                    return
+                state.scrape_succeeded()
+                self._send(200, body, CONTENT_TYPE_LATEST)
             elif path in ("/healthz", "/readyz"):
                 ok, body = state.liveness() if path == "/healthz" else state.readiness()
                 self._send(200 if ok else 503, json.dumps(body).encode(), "application/json")

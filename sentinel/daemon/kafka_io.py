@@ -56,6 +56,10 @@ __all__ = ["DeadLetters", "KafkaSource", "KafkaUnavailable", "Record", "client_s
 log = logging.getLogger(__name__)
 MAX_HINT_REBUILDS = 10  # a rebuild hint may extend the re-read to this many rebuild_messages
 DETAIL_MAX_CHARS = 500
+# A dead letter's value is cut to this many bytes (a header says so): kafka-python refuses
+# requests over 1 MiB and brokers default to about that, so a 10 MB record that reached the
+# topic through another producer would otherwise never be acknowledged as a letter.
+MAX_LETTER_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,18 +294,27 @@ class DeadLetters:
 
     Headers: ``sentinel-reason`` (one of samples.REASONS), ``sentinel-detail``,
     ``sentinel-origin-topic``, ``sentinel-origin-partition``, ``sentinel-origin-offset``
-    (decimal strings) and ``sentinel-origin`` (the three as one JSON object). A letter the
-    broker did not acknowledge is sent again by the next `flush`, so the daemon commits the
-    offsets of rejected messages only after their letters are safe.
+    (decimal strings) and ``sentinel-origin`` (the three as one JSON object). A value over
+    `max_letter_bytes` is cut to that size and gets ``sentinel-truncated`` (``"true"``) and
+    ``sentinel-original-bytes``. A letter the broker did not acknowledge is sent again by
+    the next `flush`, so the daemon commits the offsets of rejected messages only after
+    their letters are safe; a letter the broker or the client *refuses* (not retriable:
+    too large, topic invalid, not authorised) is dropped, reported to `on_undeliverable`
+    (reason, error) and logged, so that one record never stops the group's progress.
     """
 
     def __init__(self, bootstrap_servers: tuple[str, ...], topic: str, source_topic: str,
-                 security: Mapping[str, Any] | None = None) -> None:
+                 security: Mapping[str, Any] | None = None,
+                 on_undeliverable: Callable[[str, str], None] = lambda reason, error: None,
+                 max_letter_bytes: int = MAX_LETTER_BYTES) -> None:
         """`security`: kafka-python's TLS/SASL arguments, `client_security(config)`."""
         self.bootstrap_servers, self.topic, self.source_topic = bootstrap_servers, topic, source_topic
         self._security = dict(security or {})
         self._pending: list[_Letter] = []
         self._producer: KafkaProducer | None = None  # made on first use: the broker may be down
+        self._on_undeliverable = on_undeliverable
+        self.max_letter_bytes = max_letter_bytes
+        self.problem: str | None = None  # why the last flush left letters unacknowledged
 
     def send(self, record: Record, reason: str, detail: str) -> None:
         """Queue a letter; never raises (a letter that cannot be sent now waits for `flush`)."""
@@ -313,7 +326,12 @@ class DeadLetters:
                    ("sentinel-origin-partition", str(record.partition).encode()),
                    ("sentinel-origin-offset", str(record.offset).encode()),
                    ("sentinel-origin", json.dumps(origin).encode())]
-        self._pending.append(self._send((record.key, record.value or b"", headers, None)))
+        value = record.value or b""
+        if len(value) > self.max_letter_bytes:
+            headers += [("sentinel-truncated", b"true"),
+                        ("sentinel-original-bytes", str(len(value)).encode())]
+            value = value[: self.max_letter_bytes]
+        self._pending.append(self._send((record.key, value, headers, None)))
 
     def flush(self, timeout_seconds: float = REQUEST_TIMEOUT_SECONDS) -> bool:
         """Block until every letter is acknowledged; False (and kept for the next call) if not."""
@@ -335,11 +353,23 @@ class DeadLetters:
             self._producer.flush(timeout=timeout_seconds)
         except KafkaError as exc:
             log.warning("dead-letter flush to %s failed: %s", self.topic, exc)
+            self.problem = str(exc)
         # flush() returns once every send is done, failed ones included: look at each
-        self._pending = [(key, value, headers, None)  # sent again by the next flush
-                         for key, value, headers, future in self._pending
-                         if future is None or not future.is_done or future.failed()]
-        return not self._pending
+        kept: list[_Letter] = []
+        for key, value, headers, future in self._pending:
+            error = future if isinstance(future, Exception) else (
+                future.exception if future is not None and future.is_done and future.failed()
+                else None)
+            if error is not None and not getattr(error, "retriable", False):
+                self._undeliverable(headers, error)
+            elif future is None or error is not None or not future.is_done:
+                if error is not None:
+                    self.problem = f"{type(error).__name__}: {error}"
+                kept.append((key, value, headers, None))  # sent again by the next flush
+        self._pending = kept
+        if not kept:
+            self.problem = None
+        return not kept
 
     @property
     def pending(self) -> int:
@@ -359,11 +389,20 @@ class DeadLetters:
             return letter
         try:
             future = self._producer.send(self.topic, key=key, value=value, headers=headers)
-        except KafkaError as exc:  # metadata unavailable within max_block_ms, buffer full
+        except KafkaError as exc:  # metadata unavailable within max_block_ms, buffer full, too large
             log.debug("dead letter to %s not sent yet: %s", self.topic, exc)
-            future = None
+            self.problem = f"{type(exc).__name__}: {exc}"
+            future = None if getattr(exc, "retriable", False) else exc  # refused: see flush
         return key, value, headers, future
 
+    def _undeliverable(self, headers: list[tuple[str, bytes]], error: Exception) -> None:
+        reason = dict(headers).get("sentinel-reason", b"?").decode(errors="replace")
+        origin = dict(headers).get("sentinel-origin", b"{}").decode(errors="replace")
+        log.error("dead letter (%s) for %s refused by %s, dropped so that offsets move on: %s: %s",
+                  reason, origin, self.topic, type(error).__name__, error)
+        self._on_undeliverable(reason, f"{type(error).__name__}: {error}")
 
-# key, value, headers, the send's future (None: not sent, or to be sent again)
+
+# key, value, headers, the send's future (None: not sent, or to be sent again; an exception:
+# the client refused it)
 _Letter = tuple[bytes | None, bytes, list[tuple[str, bytes]], Any]

@@ -57,6 +57,10 @@ class Telemetry:
         self.dead_letters = Counter("sentinel_dead_letters_total",
                                     "Rejected records written to kafka.dead_letter_topic",
                                     registry=r)
+        self.dead_letters_failed = Counter(
+            "sentinel_dead_letters_failed_total",
+            "Rejected records whose dead letter the broker or client refused (dropped, logged; "
+            "offsets move on), by rejection reason", ["reason"], registry=r)
         self.lag = Gauge("sentinel_consumer_lag",
                          "Records between the consumer's position and the end of the partition",
                          ["partition"], registry=r)
@@ -174,7 +178,9 @@ class RiskSeries:
         prefix = self.NAME + '{service="'
         lines += [f'{prefix}{_escape(service)}"}} {_value(risk)}\n'
                   for service, risk in dict(self._risk).items()]
-        return "".join(lines).encode()
+        # decode() admits only valid UTF-8 names; should one slip through anyway, it is
+        # written escaped rather than failing every scrape of every service
+        return "".join(lines).encode("utf-8", errors="backslashreplace")
 
 
 _RISK_SERIES: weakref.WeakKeyDictionary[CollectorRegistry, RiskSeries] = (

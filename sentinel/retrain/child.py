@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
     context_ts = args.holdout_from - config.window_seconds - config.stream.allowed_lateness_seconds
-    holdout = [s for s in decode_lines(iter_jsonl_lines(segments), DecodeStats())
+    holdout = [s for s in decode_lines(iter_jsonl_lines(segments), DecodeStats(),
+                                       max_future_seconds=config.stream.max_future_seconds)
                if s.ts >= context_ts]
     candidate = grade(config, load_model(Path(args.out), config), holdout, args.holdout_from)
     current = None

@@ -46,8 +46,8 @@ def grade(config: Config, model: LoadedModel, samples: Sequence[Sample], from_ts
     labelled = {s: label(x, config) for s, x in
                 series_from_buckets(run.buckets, config.step_seconds).items()}
     scores = [s for s in run.scores if s.ts >= from_ts]
-    y = np.array([labelled[s.service].y[(s.ts - labelled[s.service].series.first_ts)
-                                        // config.step_seconds] for s in scores])
+    y = np.array([labelled[s.service].y[labelled[s.service].series.index(s.ts)]
+                  for s in scores])
     risk = np.array([s.risk for s in scores])
     coverage = {s: Coverage(int(from_ts) - config.window_seconds, item.series.last_ts)
                 for s, item in labelled.items()}

@@ -1,7 +1,15 @@
-"""The quick start: a local broker, a simulator feeding it, a first model, the daemon, and a
-webhook receiver that prints what it gets. `scripts/quickstart` runs this; Ctrl-C stops all.
+"""The quick start: a local Kafka-protocol broker (tansu), the simulator streaming a sale day
+into it, the daemon (`sentinel run`) scoring it with the shipped demo model, and a webhook
+receiver that prints every alert it gets. Ctrl-C stops it all.
 
-    python -m sentinel.sim.demo [--speed 20] [--port 9092]
+The demo model (sentinel/sim/demo_model/) is trained by `scripts/train-demo-model` and
+shipped, so nothing trains here. Before streaming, the day is replayed offline through the
+daemon's own pipeline with that model, and the stream starts 20 simulated minutes before
+the first alert episode that also resolves soon, so that a firing and then a resolve reach
+the webhook receiver within two minutes (at the default speed). The daemon's config is
+written to var/demo/sentinel.yaml and the model copied to var/demo/model: run
+`sentinel models list --config var/demo/sentinel.yaml` or `sentinel backtest --config
+var/demo/sentinel.yaml --model var/demo/model ...` against them afterwards.
 
 Nothing here is needed in production: it wires the real parts together on loopback.
 """
@@ -12,17 +20,17 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -31,10 +39,14 @@ import yaml
 from sentinel.config.load import load_config
 from sentinel.sim.localbroker import TansuBroker, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository (config/, var/)
 STATE = ROOT / "var" / "demo"
-DEMO_EPOCHS = 6
-LEAD_IN_SECONDS = 20 * 60  # stream from this long before the first failure (a window is 10 min)
+DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
+LEAD_IN_SECONDS = 20 * 60  # stream from this long before the first firing (a window is 10 min)
+RESOLVE_BUDGET_SECONDS = 90 * 60  # event time from the stream's start to the resolve: 4.5 min
+
+
+STREAMING_SINCE = [math.nan]  # time.monotonic() when streaming began, for the receiver's lines
 
 
 def say(message: str) -> None:
@@ -49,7 +61,8 @@ class _Receiver(BaseHTTPRequestHandler):
             say(f"\033[31mwebhook got {alert.get('status', '?').upper()}\033[0m "
                 f"{labels.get('alertname')} service={labels.get('service')} "
                 f"risk={alert.get('annotations', {}).get('risk')} startsAt={alert.get('startsAt')} "
-                f"key={self.headers.get('Idempotency-Key')}")
+                f"key={self.headers.get('Idempotency-Key')} "
+                f"({time.monotonic() - STREAMING_SINCE[0]:.0f} s after streaming began)")
         self.send_response(200)
         self.end_headers()
 
@@ -68,42 +81,56 @@ def receiver(port: int) -> Iterator[ThreadingHTTPServer]:
         server.shutdown()
 
 
-def ensure_model(config_path: Path, model_dir: Path) -> None:
-    if (model_dir / "metadata.json").exists():
-        say(f"using the model in {model_dir}")
-        return
-    from sentinel.sim.simulate import simulate, write_jsonl
-    from sentinel.training.train import train
+def ensure_model(model_dir: Path) -> str:
+    """Copy the shipped demo model to `model_dir` unless that version is there already."""
+    shipped = json.loads((DEMO_MODEL / "metadata.json").read_text())["version"]
+    current = model_dir / "metadata.json"
+    if not current.exists() or json.loads(current.read_text()).get("version") != shipped:
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        shutil.copytree(DEMO_MODEL, model_dir)
+    say(f"using the shipped demo model {shipped} (scripts/train-demo-model trains it) in "
+        f"{model_dir}")
+    return shipped
 
-    say(f"no model in {model_dir}: simulating 6 services x 2 days and training a first, short "
-        f"demo model ({DEMO_EPOCHS} epochs at most, about a minute; `sentinel train` makes a "
-        "better one)")
+
+def demo_stream(config_path: Path, model_dir: Path, seed: int, speed: float
+                ) -> tuple[list[dict], float, float]:
+    """(samples, first firing ts, its resolve ts): a simulated day from 20 minutes before the
+    first alert episode that, replayed from there through the daemon's pipeline with the
+    demo model, fires and resolves within RESOLVE_BUDGET_SECONDS of the stream's start."""
+    from sentinel.core.samples import Sample
+    from sentinel.model.artifact import load_model
+    from sentinel.sim.simulate import simulate
+    from sentinel.training.backtest import replay
+
     config = load_config(config_path)
-    config = replace(config, training=replace(config.training, epochs=DEMO_EPOCHS))
-    with tempfile.TemporaryDirectory() as tmp:
-        history = Path(tmp) / "history.jsonl"
-        write_jsonl(simulate(6, 2, seed=11).samples, history)
-        summary = train(config, [history], model_dir)
-    say(f"model {summary['version']} trained in {summary['seconds']} s; "
-        f"validation: {json.dumps(summary['validation'])}")
+    model = load_model(model_dir, config)
+    samples = sorted(simulate(6, 1, seed=seed).samples, key=lambda s: s["ts"])
 
+    def episode(begin: float) -> tuple[float, float] | None:
+        part = [Sample(s["service"], float(s["ts"]),
+                       {k: v for k, v in s["metrics"].items() if v is not None})
+                for s in samples if begin <= s["ts"] < begin + RESOLVE_BUDGET_SECONDS]
+        run = replay(config, model.scorer, [x for x in part if x.metrics], model.alerting(config))
+        fired = next((t for t in run.transitions if t.state == "firing"), None)
+        if fired is None:
+            return None
+        resolved = next((t for t in run.transitions if t.state == "resolved"
+                         and t.service == fired.service and t.ts > fired.ts), None)
+        return None if resolved is None else (fired.ts, resolved.ts)
 
-def demo_stream(seed: int) -> tuple[list[dict], float]:
-    """A simulated day, from a little before its first failure on."""
-    from sentinel.config.load import load_config as _load
-    from sentinel.sim.simulate import simulate, write_jsonl
-    from sentinel.training.history import label, read_series
-
-    samples = simulate(6, 1, seed=seed).samples
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "day.jsonl"
-        write_jsonl(samples, path)
-        config = _load(ROOT / "config" / "sentinel.yaml")
-        series, _ = read_series([path], config)
-    starts = [e.start_ts for s in series.values() for e in label(s, config).events]
-    first = min(starts, default=samples[0]["ts"] + LEAD_IN_SECONDS)
-    begin = max(samples[0]["ts"], first - LEAD_IN_SECONDS)
-    return [s for s in samples if s["ts"] >= begin], first
+    first_ts = samples[0]["ts"]
+    whole = replay(config, model.scorer, [Sample(s["service"], float(s["ts"]), {
+        k: v for k, v in s["metrics"].items() if v is not None}) for s in samples
+        if any(v is not None for v in s["metrics"].values())], model.alerting(config))
+    for fired in (t for t in whole.transitions if t.state == "firing"):
+        begin = max(first_ts, fired.ts - LEAD_IN_SECONDS)
+        found = episode(begin)
+        if found is not None:
+            return [s for s in samples if s["ts"] >= begin], found[0], found[1]
+    say(f"no alert episode in the replay of seed {seed}: streaming the day from its start")
+    return samples, math.nan, math.nan
 
 
 def write_config(path: Path, bootstrap: str, webhook_port: int, metrics_port: int) -> None:
@@ -127,39 +154,65 @@ def print_risks(metrics_port: int) -> None:
         say("risk  " + "  ".join(f"{s}={float(r):.2f}" for s, r in sorted(risks)))
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="scripts/quickstart", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--speed", type=float, default=20.0,
-                        help="event-time seconds streamed per wall second (default 20)")
-    parser.add_argument("--seed", type=int, default=5, help="simulation seed of the streamed day")
-    parser.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
-    args = parser.parse_args()
+                        help="event-time seconds streamed per wall second (default: 20)")
+    parser.add_argument("--seed", type=int, default=5,
+                        help="simulation seed of the streamed day (default: 5)")
+    parser.add_argument("--port", type=int, default=0,
+                        help="broker port (default: a free one)")
+    parser.add_argument("--metrics-port", type=int, default=9108,
+                        help="port of the daemon's /metrics, /healthz and /readyz (default: 9108; "
+                             "0: a free one)")
+    return parser.parse_args(argv)
+
+
+def _produce(stop: threading.Event, samples: list[dict], bootstrap: str, speed: float) -> None:
+    from sentinel.sim.simulate import produce_kafka
+
+    # the stream ends early once `stop` is set, so the producer flushes and closes while the
+    # broker is still there
+    stream = itertools.takewhile(lambda _: not stop.is_set(), samples)
+    try:
+        produce_kafka(stream, bootstrap, "sentinel.metrics", speed=speed)
+    except Exception as exc:  # the broker went away first: no traceback on Ctrl-C
+        if not stop.is_set():
+            say(f"the producer stopped: {exc}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     STATE.mkdir(parents=True, exist_ok=True)
     config_path = STATE / "sentinel.yaml"
-    webhook_port, metrics_port = free_port(), 9108
+    webhook_port = free_port()
+    metrics_port = args.metrics_port or free_port()
+    started = time.monotonic()
     with TansuBroker(port=args.port or None, log_dir=STATE) as broker:
         say(f"Kafka-protocol broker (tansu) on {broker.bootstrap}; log {STATE / 'tansu.log'}")
         broker.create_topic("sentinel.metrics", partitions=3)
         write_config(config_path, broker.bootstrap, webhook_port, metrics_port)
-        ensure_model(config_path, STATE / "model")
-        samples, first_failure = demo_stream(args.seed)
-        say(f"streaming {len(samples)} samples of a simulated sale day at {args.speed:g}x; the "
-            f"first failure is {(first_failure - samples[0]['ts']) / 60:.0f} simulated minutes in, "
-            f"about {(first_failure - samples[0]['ts']) / args.speed:.0f} s from now")
+        say(f"daemon config: {config_path}")
+        ensure_model(STATE / "model")
+        samples, fire_ts, resolve_ts = demo_stream(config_path, STATE / "model", args.seed,
+                                                   args.speed)
+        if not math.isnan(fire_ts):
+            say(f"streaming {len(samples)} samples of a simulated sale day at {args.speed:g}x; "
+                f"the replay says: a firing about {(fire_ts - samples[0]['ts']) / args.speed:.0f} s "
+                f"from now, its resolve about {(resolve_ts - samples[0]['ts']) / args.speed:.0f} s")
         with receiver(webhook_port):
             say(f"webhook receiver on 127.0.0.1:{webhook_port}; metrics on "
                 f"http://127.0.0.1:{metrics_port}/metrics")
             daemon = subprocess.Popen([sys.executable, "-m", "sentinel", "run", "--config",
                                        str(config_path)], env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            from sentinel.sim.simulate import produce_kafka
-
             stop = threading.Event()
-            # the stream ends early once `stop` is set, so the producer flushes and closes
-            # while the broker is still there
-            stream = itertools.takewhile(lambda _: not stop.is_set(), samples)
-            producer = threading.Thread(target=produce_kafka, daemon=True, args=(
-                stream, broker.bootstrap, "sentinel.metrics"), kwargs={"speed": args.speed})
+            producer = threading.Thread(target=_produce, daemon=True, args=(
+                stop, samples, broker.bootstrap, args.speed))
             producer.start()
+            STREAMING_SINCE[0] = time.monotonic()
+            say(f"streaming started {time.monotonic() - started:.0f} s after the start")
             try:
                 while daemon.poll() is None:
                     time.sleep(5)
@@ -168,13 +221,14 @@ def main() -> int:
                 say("stopping")
             finally:
                 stop.set()
-                producer.join(timeout=10)
-                if daemon.poll() is None:
-                    daemon.send_signal(signal.SIGTERM)
-                    try:
-                        daemon.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        daemon.kill()
+                with contextlib.suppress(KeyboardInterrupt):
+                    producer.join(timeout=10)
+                    if daemon.poll() is None:
+                        daemon.send_signal(signal.SIGTERM)
+                        try:
+                            daemon.wait(timeout=15)
+                        except subprocess.TimeoutExpired:
+                            daemon.kill()
     return 0
 
 

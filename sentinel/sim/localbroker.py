@@ -101,9 +101,11 @@ class TansuBroker:
             "--storage-engine", "memory://tansu/",
         ]
         with self.log_path.open("ab") as log:
+            # its own session: a Ctrl-C in the terminal reaches the clients, which then
+            # flush and leave while the broker is still up; stop() ends it afterwards
             self._process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)
         self._wait_ready(timeout_seconds)
 
     def _wait_ready(self, timeout_seconds: float) -> None:

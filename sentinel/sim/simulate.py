@@ -40,7 +40,9 @@ Failures are not labelled in the data: a service has failed while `error_rate >=
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -51,6 +53,8 @@ from typing import Any
 import numpy as np
 
 from sentinel.errors import SentinelError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_START_TS = 1763942400  # 2025-11-24 00:00 UTC, a Monday
 STEP_SECONDS = 10
@@ -564,6 +568,11 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
     from sentinel.daemon.kafka_client import kafka_errors, make_producer
 
     producer = make_producer(bootstrap, security)  # KafkaUnavailable: "cannot connect to Kafka at"
+    # This function closes the producer itself; kafka-python's exit hook would only print a
+    # KafkaTimeoutError traceback when the process exits while a send waits on a dead broker.
+    cleanup = getattr(producer, "_cleanup", None)
+    if cleanup is not None:
+        atexit.unregister(cleanup)
     count, first_ts, wall_start, newest_ts = 0, None, time.monotonic(), -math.inf
     try:
         with kafka_errors(f"producing to {topic} at {bootstrap} failed"):
@@ -582,7 +591,10 @@ def produce_kafka(samples: Iterable[dict], bootstrap: str, topic: str, speed: fl
                     on_progress(count)
             producer.flush()
     finally:
-        producer.close()
+        try:
+            producer.close(timeout=5)
+        except Exception as exc:  # the broker is gone (Ctrl-C): nothing left to deliver to
+            log.debug("closing the producer: %s", exc)
     if on_progress is not None:
         on_progress(count)
     return count

@@ -53,9 +53,11 @@ def replay(config: Config, model: RiskModel, samples: Sequence[Sample],
 def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts_out: Path,
              scores_out: Path, report_out: Path | None = None, plot_out: Path | None = None
              ) -> dict[str, Any]:
+    lines = iter_jsonl_lines(data)  # DataError now for a path that does not exist
     loaded = load_model(model_dir, config)
     stats = DecodeStats()
-    samples = list(decode_lines(iter_jsonl_lines(data), stats))
+    samples = list(decode_lines(lines, stats,
+                                max_future_seconds=config.stream.max_future_seconds))
     alerting = loaded.alerting(config)
     run = replay(config, loaded.scorer, samples, alerting)
     base = replay(config, baseline_from_metadata(loaded.metadata), samples,
@@ -68,8 +70,8 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
                 for s, item in labelled.items()}
 
     def targets(scores: list[Score]) -> np.ndarray:
-        return np.array([labelled[s.service].y[(s.ts - labelled[s.service].series.first_ts)
-                                                // config.step_seconds] for s in scores])
+        return np.array([labelled[s.service].y[labelled[s.service].series.index(s.ts)]
+                         for s in scores])
 
     risk = np.array([s.risk for s in run.scores])
     report = {
@@ -83,13 +85,30 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
     write_alerts(run.transitions, alerts_out)
     write_scores(run.scores, scores_out)
     if report_out is not None:
-        Path(report_out).write_text(json.dumps(report, indent=1))
+        Path(report_out).write_text(json_text(report, indent=1))
     if plot_out is not None:
         from sentinel.training.plot import plot_backtest
 
         plot_backtest(config, labelled, run.scores, run.transitions, alerting.threshold or 0.5,
                       Path(plot_out))
     return report
+
+
+def json_text(document: Any, indent: int | None = None) -> str:
+    """Strict JSON: a figure that cannot be computed (NaN, e.g. no data) is written null."""
+    return json.dumps(_finite(document), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_alerts(transitions: Iterable[AlertTransition], path: Path) -> None:

@@ -51,7 +51,7 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
         y = item.y[steps]
         keep = scorable(views, feature_columns, max_missing)
         steps = steps[keep]
-        ts = item.series.first_ts + steps * config.step_seconds
+        ts = item.series.ts[steps]
         parts.append((np.full(len(steps), k), steps, ts, y[keep], steps >= item.labelled_from))
     if not parts:
         raise DataError(f"no scorable window of {w} steps in the history")

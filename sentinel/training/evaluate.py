@@ -99,7 +99,8 @@ def evaluate(config: Config, events: dict[str, list[FailureEvent]],
         "service_days": round(service_days, 3),
         "false_alerts_per_service_day": _ratio(totals["false_alerts"], service_days),
         "pr_auc": None if y is None or risk is None else _round(average_precision(y, risk)),
-        "positive_window_share": None if y is None else _round(float(np.nanmean(y))),
+        "positive_window_share": (None if y is None or not np.isfinite(y).any()
+                                  else _round(float(np.nanmean(y)))),
     }
     return {"overall": overall, "services": per_service}
 

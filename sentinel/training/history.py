@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -18,24 +19,42 @@ from sentinel.config.schema import Config
 from sentinel.core.buckets import Bucket, Bucketer
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import FailureEvent, failing_steps, failure_events, failure_runs, targets
-from sentinel.core.samples import Rejection, Sample, decode
+from sentinel.core.samples import MAX_MESSAGE_BYTES, Rejection, ReplayClock, Sample, decode
 from sentinel.errors import DataError
 
 
 @dataclass(frozen=True, eq=False)
 class Series:
+    """One service's steps, in ts order. Contiguous on the grid, except that a silence longer
+    than the Bucketer's `max_gap_steps` is kept as that many missing steps followed by a jump
+    (`step_ts` then holds each row's ts): memory follows the samples, never the time span
+    between them (a sample in 2000 and one in 2025 make a few hundred rows, not 800 million).
+    """
+
     service: str
     first_ts: int
     step_seconds: int
     values: np.ndarray  # (steps, n_metrics), NaN = missing
+    step_ts: np.ndarray | None = None  # each row's ts when the series jumps; None: contiguous
 
     @property
     def ts(self) -> np.ndarray:
+        if self.step_ts is not None:
+            return self.step_ts
         return self.first_ts + self.step_seconds * np.arange(len(self.values))
 
     @property
     def last_ts(self) -> int:
+        if self.step_ts is not None:
+            return int(self.step_ts[-1])
         return self.first_ts + self.step_seconds * (len(self.values) - 1)
+
+    def index(self, ts: np.ndarray | int) -> np.ndarray | int:
+        """The row of each step ts (which must be one of the series' steps)."""
+        if self.step_ts is None:
+            return (ts - self.first_ts) // self.step_seconds
+        found = np.searchsorted(self.step_ts, ts)
+        return int(found) if np.ndim(found) == 0 else found
 
 
 @dataclass
@@ -48,11 +67,14 @@ class DecodeStats:
         return {"samples": self.samples, "late": self.late, "rejected": dict(self.rejected)}
 
 
-def decode_lines(lines: Iterable[str], stats: DecodeStats, until_ts: float | None = None
+def decode_lines(lines: Iterable[bytes | str], stats: DecodeStats,
+                 until_ts: float | None = None, max_future_seconds: float = 300.0
                  ) -> Iterator[Sample]:
-    """Samples of the lines (rejections counted); with `until_ts`, only those before it."""
-    for line in lines:
-        decoded = decode(line)
+    """Samples of the lines (rejections counted); with `until_ts`, only those before it.
+
+    The daemon's decode, line by line; ``future_ts`` is judged against the data's own clock
+    (samples.ReplayClock) with the config's `stream.max_future_seconds`."""
+    for decoded in decode_replayed(lines, max_future_seconds):
         if isinstance(decoded, Rejection):
             stats.rejected[decoded.reason] += 1
         elif until_ts is not None and decoded.ts >= until_ts:
@@ -62,18 +84,26 @@ def decode_lines(lines: Iterable[str], stats: DecodeStats, until_ts: float | Non
             yield decoded
 
 
+def decode_replayed(lines: Iterable[bytes | str], max_future_seconds: float
+                    ) -> Iterator[Sample | Rejection]:
+    """Each line's decision, in order: `decode` with ``future_ts`` judged by a ReplayClock."""
+    return ReplayClock(max_future_seconds).admit_all(decode(line) for line in lines)
+
+
 def series_from_buckets(buckets: Iterable[Bucket], step_seconds: int) -> dict[str, Series]:
-    """Buckets (contiguous per service, in ts order, as the Bucketer emits them) -> series."""
+    """Buckets (per service in ts order, as the Bucketer emits them) -> series, one row per
+    bucket: the Bucketer emits every step of a silence up to its `max_gap_steps` and then
+    jumps, and the series keeps that jump instead of filling it (see Series)."""
     grouped: dict[str, list[Bucket]] = {}
     for bucket in buckets:
         grouped.setdefault(bucket.service, []).append(bucket)
     series = {}
     for service, items in sorted(grouped.items()):
-        first, last = items[0].ts, items[-1].ts
-        values = np.full((((last - first) // step_seconds) + 1, len(items[0].values)), np.nan)
-        for bucket in items:
-            values[(bucket.ts - first) // step_seconds] = bucket.values
-        series[service] = Series(service, first, step_seconds, values)
+        ts = np.fromiter((b.ts for b in items), dtype=np.int64, count=len(items))
+        values = np.stack([b.values for b in items])
+        contiguous = bool(np.all(np.diff(ts) == step_seconds))
+        series[service] = Series(service, int(ts[0]), step_seconds, values,
+                                 None if contiguous else ts)
     return series
 
 
@@ -84,7 +114,9 @@ def read_series(paths: Iterable[str | Path], config: Config, until_ts: float | N
     bucketer = Bucketer(tracked_metrics(config), config.step_seconds,
                         config.stream.allowed_lateness_seconds)
     buckets: list[Bucket] = []
-    for i, sample in enumerate(decode_lines(iter_jsonl_lines(paths), stats, until_ts)):
+    lines = iter_jsonl_lines(paths)
+    for i, sample in enumerate(decode_lines(lines, stats, until_ts,
+                                            config.stream.max_future_seconds)):
         if bucketer.add(sample) == "late":
             stats.late += 1
         if i % 4096 == 0:
@@ -116,8 +148,12 @@ def label(series: Series, config: Config) -> Labelled:
     rule_columns = [metrics.index(c.metric) for c in config.failure.conditions]
     observed = np.flatnonzero(~np.isnan(series.values[:, rule_columns]).all(axis=1))
     labelled_from = int(observed[0]) if len(observed) else len(series.values)
-    return Labelled(series, failure_events(series.service, series.first_ts, config.step_seconds, runs),
-                    targets(len(series.values), runs, config.horizon_steps), labelled_from)
+    events = failure_events(series.service, series.first_ts, config.step_seconds, runs)
+    if series.step_ts is not None:  # a series with jumps: each run's ts from its rows
+        events = [FailureEvent(series.service, int(series.step_ts[s]), int(series.step_ts[e]))
+                  for s, e in runs]
+    return Labelled(series, events, targets(len(series.values), runs, config.horizon_steps),
+                    labelled_from)
 
 
 def window_view(values: np.ndarray, window_steps: int) -> np.ndarray:
@@ -128,12 +164,37 @@ def window_view(values: np.ndarray, window_steps: int) -> np.ndarray:
     return view.transpose(0, 2, 1)
 
 
-def iter_jsonl_lines(paths: Iterable[str | Path]) -> Iterator[str]:
-    """Lines of JSONL files, and of the ``*.jsonl`` files in directories, in name order."""
-    for path in map(Path, paths):
+def iter_jsonl_lines(paths: Iterable[str | Path]) -> Iterator[bytes]:
+    """Lines of JSONL files, and of the ``*.jsonl`` files in directories, in name order, as
+    bytes: `decode` checks the encoding exactly as it does for a Kafka value (a line of
+    invalid UTF-8 is rejected, never read with replacement characters)."""
+    paths = [Path(p) for p in paths]
+    for path in paths:  # all checked now: a typo fails at once, not after an hour of reading
+        if not path.exists():
+            raise DataError(f"no such file or directory: {path}")
+    return _lines_of(paths)
+
+
+def _lines_of(paths: list[Path]) -> Iterator[bytes]:
+    for path in paths:
         files = sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
         for file in files:
-            with file.open(encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    if line.strip():
-                        yield line
+            try:
+                with file.open("rb") as handle:
+                    yield from _bounded_lines(handle)
+            except (IsADirectoryError, PermissionError) as exc:
+                raise DataError(f"cannot read {file}: {exc.strerror}") from exc
+
+
+def _bounded_lines(handle: BinaryIO) -> Iterator[bytes]:
+    """Non-blank lines without their terminator; one longer than a message may be is cut
+    (rejected ``too_large`` by `decode`) and the rest of it skipped: a file with no newline
+    must not be read into memory whole."""
+    limit = MAX_MESSAGE_BYTES + 2  # room for the line's own b"\r\n"
+    while line := handle.readline(limit):
+        if len(line) == limit and not line.endswith(b"\n"):
+            while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
+                pass
+        line = line.removesuffix(b"\n").removesuffix(b"\r")  # the terminator is no part of it
+        if line.strip():  # a blank line is no record (an empty Kafka message is one)
+            yield line

@@ -234,7 +234,7 @@ def model_pr_auc(config: Config, series: Mapping[str, Labelled], truths: Mapping
             continue
         ts, risk = scores[service]
         item = series[service]
-        index = (ts - item.series.first_ts) // config.step_seconds
+        index = np.asarray(item.series.index(ts))
         keep = (ts >= truth.first_ts) & (ts <= truth.last_ts) & (index >= 0) & (index < len(item.y))
         ys.append(item.y[index[keep].astype(int)])
         risks.append(risk[keep])

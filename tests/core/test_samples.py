@@ -92,7 +92,19 @@ BAD = {
     "ts a list": (_msg(ts=[TS]), "invalid_ts"),
     "ts infinite": ('{"service": "a", "ts": Infinity, "metrics": {"qps": 1}}', "invalid_ts"),
     "ts in milliseconds": (_msg(ts=TS * 1000), "ts_out_of_range"),
-    "ts huge int": (_msg(ts=10**400), "invalid_ts"),
+    "ts huge int": (_msg(ts=10**400), "ts_out_of_range"),
+    "ts of 5,000 digits (beyond int())": ('{"service": "a", "ts": ' + "9" * 5000
+                                          + ', "metrics": {"qps": 1}}', "ts_out_of_range"),
+    "service with a lone surrogate": ('{"service": "sur\\ud800", "ts": 1763899200, '
+                                      '"metrics": {"qps": 1}}', "invalid_service"),
+    "service with utf-8-encoded surrogate": (b'{"service": "sur\xed\xa0\x80", "ts": 1763899200, '
+                                             b'"metrics": {"qps": 1}}', "malformed_json"),
+    "service with a control character": (_msg(service="cart\x07"), "invalid_service"),
+    "service with a newline": (_msg(service="cart\nx"), "invalid_service"),
+    "service with a bidi override": (_msg(service="cart\u202e"), "invalid_service"),
+    "service with a line separator": (_msg(service="a\u2028b"), "invalid_service"),
+    "service with invalid utf-8": (b'{"service": "gate\xff\xfeway", "ts": 1763899200, '
+                                   b'"metrics": {"qps": 1}}', "malformed_json"),
     "negative ts": (_msg(ts=-TS), "ts_out_of_range"),
     "ts before 2000": (_msg(ts="1999-12-31T23:59:59Z"), "ts_out_of_range"),
     "future ts": (_msg(ts=TS + 301), "future_ts"),
@@ -180,3 +192,25 @@ def test_arbitrary_json_never_raises_and_samples_are_finite(doc: object) -> None
 
     _check_decoded(decode(raw, now=NOW))
     _check_decoded(decode(raw.encode("utf-8", "surrogatepass"), now=NOW))
+
+
+def test_a_5000_digit_metric_value_is_a_gap_not_malformed_json() -> None:
+    sample = decode('{"service": "a", "ts": 1763899200, "metrics": {"qps": ' + "9" * 5000
+                    + ', "cpu": 0.5}}')
+
+    assert isinstance(sample, Sample) and sample.gaps == ("qps",) and dict(sample.metrics) == {"cpu": 0.5}
+
+
+def test_every_accepted_service_name_is_writable_as_utf8_and_has_no_control_character() -> None:
+    names = ["秒杀-checkout", "a b", "x" * 200, "emoji-\U0001F600"]
+    for name in names:
+        sample = decode(_msg(service=name).encode())
+        assert isinstance(sample, Sample), (name, sample)
+        sample.service.encode("utf-8")
+
+
+def test_a_rejection_detail_is_ascii_and_bounded() -> None:
+    rejection = decode(_msg(service="\x00" * 150 + "\ud800"))
+
+    assert isinstance(rejection, Rejection) and rejection.reason == "invalid_service"
+    assert rejection.detail.isascii() and len(rejection.detail) < 300
