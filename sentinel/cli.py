@@ -72,10 +72,11 @@ def _simulate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from sentinel.config.load import load_config
+    from sentinel.training.backtest import json_text
     from sentinel.training.train import train
 
     summary = train(load_config(args.config), args.history, Path(args.out))
-    print(json.dumps(summary))
+    print(json_text(summary))  # strict JSON: a figure that cannot be computed is null
     return 0
 
 

@@ -84,3 +84,19 @@ def test_report_grades_model_and_baseline(run: dict) -> None:
     assert model["pr_auc"] is not None
     assert model["pr_auc"] > 3 * model["positive_window_share"]
     assert run["paths"]["plot.png"].stat().st_size > 10_000
+
+
+def test_train_summary_line_is_strict_json(tmp_path, monkeypatch, capsys) -> None:
+    import sentinel.training.train as training
+
+    monkeypatch.setattr(training, "train", lambda config, history, out: {
+        "validation": {"pr_auc": float("nan"), "early_recall": 0.5}, "seconds": 1.0})
+    assert main(["train", "--config", str(SHIPPED), "--history", str(tmp_path / "h.jsonl"),
+                 "--out", str(tmp_path / "model")]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+
+    def no_constants(name: str) -> None:
+        raise ValueError(f"not strict JSON: {name}")
+
+    assert json.loads(last, parse_constant=no_constants) == {
+        "validation": {"pr_auc": None, "early_recall": 0.5}, "seconds": 1.0}
