@@ -9,7 +9,6 @@ so that alerts do fire.
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import signal
 import time
@@ -376,18 +375,8 @@ def test_without_a_model_it_consumes_but_is_not_ready(kafka_broker, trained, tmp
         assert daemon.stop() == 0
 
 
-@pytest.fixture
-def logging_restored():
-    """`main()` points the root logger at this test's captured stderr: put it back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 @pytest.mark.slow
-def test_a_corrupt_model_stops_start_up_with_exit_2(trained, tmp_path, capsys, logging_restored):
+def test_a_corrupt_model_stops_start_up_with_exit_2(trained, tmp_path, capsys):
     model_dir = tmp_path / "model"
     shutil.copytree(trained[0], model_dir)
     with (model_dir / "model.weights.h5").open("r+b") as weights:

@@ -144,18 +144,7 @@ def test_training_over_a_registry_is_refused(registry):
     assert registry.current().version == version_name(1)
 
 
-@pytest.fixture
-def logging_restored():
-    """`main()` points the root logger at the test's captured stderr: put it back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
-def test_models_cli_lists_promotes_imports_and_rolls_back(trained, tmp_path, capsys,
-                                                          logging_restored):
+def test_models_cli_lists_promotes_imports_and_rolls_back(trained, tmp_path, capsys):
     raw = yaml.safe_load(BASE_CONFIG.read_text())
     raw["model"] = {"path": str(tmp_path / "models")}
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
@@ -634,7 +623,7 @@ def hours(start: float, end: float) -> list[dict]:
 
 @pytest.mark.slow
 def test_a_running_daemon_retrains_swaps_without_a_gap_and_serves_the_rollback(
-        kafka_broker, trained, tmp_path, loop_events, logging_restored):
+        kafka_broker, trained, tmp_path, loop_events):
     kafka_broker.create_topic("metrics", partitions=1)
     registry = ModelRegistry(tmp_path / "models")
     first = registry.add(artifact(trained, tmp_path / "src", version_name(1)))
