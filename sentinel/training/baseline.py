@@ -55,8 +55,7 @@ class _Replay:
         self.config, self.windows, self.rows = config, windows, rows
         self.latest = np.stack([windows.labelled[k].series.values[s]
                                 for k, s in zip(windows.series_index[rows],
-                                                windows.step_index[rows], strict=True)]
-                               ) if len(rows) else np.zeros((0, len(windows.labelled[0].series.values[0])))
+                                                windows.step_index[rows], strict=True)])
         self.groups = [(k, local) for k in np.unique(windows.series_index[rows])
                        if len(local := np.flatnonzero(windows.series_index[rows] == k))]
         self.coverage, self.events = {}, {}
