@@ -43,6 +43,14 @@ def _check_config(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.config}: OK (step {config.step_seconds}s, window {config.window_steps} steps, "
           f"horizon {config.horizon_steps} steps, features {', '.join(config.feature_names)})")
+    from sentinel.config.load import effective_topology, topology_warnings
+
+    topology = effective_topology(config)
+    if topology:
+        print(f"topology: {len(topology.edges)} callers, at most {topology.max_dependencies} "
+              "dependencies each")
+    for warning in topology_warnings(config):
+        print(f"warning: topology: {warning}")
     return 0
 
 

@@ -18,10 +18,12 @@ import numpy as np
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertMachine, AlertTransition
 from sentinel.core.buckets import Bucket, Bucketer
-from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider
+from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider, with_context
+from sentinel.core.dependencies import DependencyGate, Held
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import rule_state
 from sentinel.core.samples import Sample
+from sentinel.core.topology import NAME, Topology, inputs_of
 from sentinel.core.windows import Window, WindowStore, max_missing_steps, scorable
 
 
@@ -54,18 +56,24 @@ class StepResult:
     late: list[Sample] = field(default_factory=list)  # beyond the allowed lateness: not scored
     unscorable: int = 0  # full windows with too many missing steps
     batch_size: int = 0  # windows in the one scoring call
+    dependency_late: int = 0  # (window, dependency) pairs scored without the dependency's step
 
 
 class Pipeline:
     def __init__(self, config: Config, model: RiskModel | None,
                  alerting: AlertingConfig | None = None,
-                 context: Mapping[str, ContextProvider] | None = None) -> None:
+                 context: Mapping[str, ContextProvider] | None = None,
+                 topology: Topology | None = None) -> None:
         """`alerting` has concrete thresholds (`AlertingConfig.resolved`); default: the config's
         with "auto" taken as 0.5. `context`: the configured context providers by name; a
-        model gets the channels it records from them (neutral ones from a missing provider)."""
+        model gets the channels it records from them (neutral ones from a missing provider).
+        `topology`: caller -> dependencies, for models that record the topology channels
+        (`sentinel.core.dependencies` holds a caller's step until its dependencies closed it)."""
         self.config = config
         self.model = model
         self.context = dict(context or {})
+        self.gate = DependencyGate(topology or Topology(), config.step_seconds,
+                                   config.window_steps, config.stream.dependency_wait_seconds)
         self.metrics = tracked_metrics(config)
         self.bucketer = Bucketer(self.metrics, config.step_seconds,
                                  config.stream.allowed_lateness_seconds)
@@ -82,8 +90,17 @@ class Pipeline:
         return result
 
     def flush(self) -> StepResult:
-        """Close every open bucket: the end of a replayed file."""
-        return self._advance(self.bucketer.flush())
+        """Close every open bucket and score every held window: the end of a replayed file."""
+        result = self._advance(self.bucketer.flush())
+        if self._uses_topology():
+            released, late = self.gate.flush()
+            self._score_held(result, released)
+            result.dependency_late += late
+        return result
+
+    def set_topology(self, topology: Topology) -> None:
+        """A new caller -> dependencies map (the topology file changed)."""
+        self.gate.set_topology(topology)
 
     def swap_model(self, model: RiskModel, alerting: AlertingConfig) -> None:
         """Score from the next step on with `model` and its thresholds (`alerting`, resolved).
@@ -93,46 +110,86 @@ class Pipeline:
         firing (it resolves under the new resolve threshold)."""
         self.model = model
         self.alerts.config = alerting
+        if not self._uses_topology():
+            self.gate.flush()  # held windows are dropped: the new model scores from the next step
 
     def drop(self, service: str) -> None:
         """Forget a service's buckets, window and alert state (partition revoked, evicted)."""
         self.bucketer.drop(service)
         self.windows.drop(service)
         self.alerts.drop(service)
+        self.gate.drop(service)
+
+    def _uses_topology(self) -> bool:
+        return (NAME in context_layout(self.model) and bool(self.gate.topology)
+                and hasattr(self.model, "prepare"))
 
     def _advance(self, buckets: list[Bucket]) -> StepResult:
         result = StepResult(buckets=buckets)
+        if self._uses_topology():
+            self.gate.observe(buckets)  # also the steps that make no window yet
         windows = [w for w in map(self.windows.push, buckets) if w is not None]
         if not windows or self.model is None:
             return result
         stacked = np.stack([w.values for w in windows])
         ok = scorable(stacked, self._feature_columns, self._max_missing)
         result.unscorable = int((~ok).sum())
-        result.batch_size = int(ok.sum())
-        if not result.batch_size:
+        kept = [w for w, keep in zip(windows, ok, strict=True) if keep]
+        holding, failed = (rule_state(stacked[ok], self.metrics, self.config.failure,
+                                      self.config.failure_for_steps) if kept else ([], []))
+        if self._uses_topology():
+            prepared = self.model.prepare(stacked[ok])  # type: ignore[union-attr]
+            self.gate.record(kept, stacked[ok], prepared, self.metrics, self.config.failure)
+            released, result.dependency_late = self.gate.admit(
+                Held(w, p, bool(h), bool(f))
+                for w, p, h, f in zip(kept, prepared, holding, failed, strict=True))
+            self._score_held(result, released)
+            self.gate.prune()
             return result
-        kept_windows = [w for w, keep in zip(windows, ok, strict=True) if keep]
-        context = self._context(kept_windows)
+        result.batch_size = len(kept)
+        if not kept:
+            return result
+        context = self._context(kept)
         risks = (self.model.score(stacked[ok]) if context is None
                  else self.model.score(stacked[ok], context))
-        holding, failed = rule_state(stacked[ok], self.metrics, self.config.failure,
-                                     self.config.failure_for_steps)
-        # buckets come per service in ts order, so the alert machine sees each service's
-        # steps in order, as it would one poll at a time
-        for window, risk, hold, fail in zip(kept_windows, risks, holding, failed, strict=True):
+        self._observe(result, kept, risks, holding, failed)
+        return result
+
+    def _score_held(self, result: StepResult, held: list[Held]) -> None:
+        """Score windows the gate released, with the topology channels, in one call."""
+        result.batch_size += len(held)
+        if not held:
+            return
+        layout = context_layout(self.model)
+        self.gate.inputs = inputs_of(layout.channels_of(NAME))
+        windows = [h.window for h in held]
+        expired = self.gate.expired
+        context = layout.build(self._batch(windows), {**self.context, NAME: self.gate})
+        result.dependency_late += self.gate.expired - expired
+        x = with_context(np.stack([h.prepared for h in held]), context)
+        risks = self.model.score_prepared(x)  # type: ignore[union-attr]
+        self._observe(result, windows, risks, [h.holding for h in held],
+                      [h.failed for h in held])
+
+    def _observe(self, result: StepResult, windows: list[Window], risks: np.ndarray,
+                 holding: Iterable[bool], failed: Iterable[bool]) -> None:
+        # buckets come per service in ts order (and the gate releases a service's windows in
+        # ts order), so the alert machine sees each service's steps in order
+        for window, risk, hold, fail in zip(windows, risks, holding, failed, strict=True):
             score = Score(window.service, window.ts, float(risk))
             result.scores.append(score)
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
             if transition is not None:
                 result.transitions.append(transition)
-        return result
+
+    def _batch(self, windows: list[Window]) -> ContextBatch:
+        return ContextBatch(tuple(w.service for w in windows),
+                            np.array([w.ts for w in windows], np.int64),
+                            self.config.step_seconds, self.config.window_steps)
 
     def _context(self, windows: list[Window]) -> np.ndarray | None:
         layout = context_layout(self.model)
         if not layout.providers:
             return None
-        batch = ContextBatch(tuple(w.service for w in windows),
-                             np.array([w.ts for w in windows], np.int64),
-                             self.config.step_seconds, self.config.window_steps)
-        return layout.build(batch, self.context)
+        return layout.build(self._batch(windows), self.context)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sentinel.config.load import effective_topology
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertTransition
 from sentinel.core.buckets import Bucket
@@ -39,7 +40,7 @@ class Replay:
 
 def replay(config: Config, model: RiskModel, samples: Sequence[Sample],
            alerting: AlertingConfig) -> Replay:
-    pipeline = Pipeline(config, model, alerting)
+    pipeline = Pipeline(config, model, alerting, topology=effective_topology(config))
     out = Replay()
     results = (pipeline.process(samples[i: i + CHUNK]) for i in range(0, len(samples), CHUNK))
     for result in [*results, pipeline.flush()]:
