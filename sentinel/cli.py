@@ -74,6 +74,8 @@ def _simulate(args: argparse.Namespace) -> int:
             security = client_security(load_config(args.config).kafka)
         count = simulate.produce_kafka(sim.samples, args.kafka, args.topic, speed=args.speed,
                                        security=security)
+    if args.topology_out:
+        simulate.write_topology(simulate.topology(args.services), Path(args.topology_out))
     print(json.dumps({"written": count, **sim.summary}))
     return 0
 
@@ -220,6 +222,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSONL here")
     p.add_argument("--kafka", help="produce to this broker (HOST:PORT) instead")
     p.add_argument("--topic", help="topic to produce to with --kafka")
+    p.add_argument("--topology-out", metavar="FILE",
+                   help="also write the services' dependencies (caller: [dependencies]) here, "
+                        "for the config's topology_file (.json: JSON, else YAML)")
     p.add_argument("--speed", type=float, default=0.0,
                    help="with --kafka: event-time seconds per wall second (0 = no pacing)")
     p.add_argument("--config", help="with --kafka: take kafka.security_protocol, ssl and sasl "

@@ -28,6 +28,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from sentinel.config.load import effective_topology, topology_warnings
 from sentinel.config.schema import Config
 from sentinel.core.pipeline import Pipeline
 from sentinel.daemon.daemon import Daemon
@@ -37,6 +38,7 @@ from sentinel.daemon.hotswap import ModelWatcher
 from sentinel.daemon.kafka_io import DeadLetters, KafkaSource, client_security
 from sentinel.daemon.rebuild_hints import RebuildHints
 from sentinel.daemon.telemetry import Telemetry
+from sentinel.daemon.topology_watch import TopologyWatcher
 from sentinel.model.artifact import LoadedModel, load_model
 from sentinel.retrain.registry import ModelRegistry
 from sentinel.retrain.scheduler import Retrainer
@@ -91,8 +93,11 @@ class App:
         if model is not None:
             telemetry.set_model(model.version, model_written_ts(model), wall_clock,
                                 model.alerting(config).threshold)
+        for warning in topology_warnings(config):
+            log.warning("topology: %s", warning)
         pipeline = Pipeline(config, model.scorer if model else None,
-                            model.alerting(config) if model else None)
+                            model.alerting(config) if model else None,
+                            topology=effective_topology(config))
         notifier = Notifier(config.alerting, config.state.dir, registry=registry)
         stall_after = STALL_FACTOR * max(config.kafka.poll_timeout_seconds, 10.0)
         health = HealthState(stall_after)
@@ -124,7 +129,7 @@ class App:
             retrainer = Retrainer(config, models, history, lambda: watcher.serving, registry)
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
                         wall_clock=wall_clock, history=history, models=watcher,
-                        rebuild_hints=hints)
+                        rebuild_hints=hints, topology=TopologyWatcher(config, registry))
         return cls(config, daemon, notifier, server, dead_letters, history, retrainer)
 
     def run(self) -> int:

@@ -38,6 +38,7 @@ from sentinel.core.buckets import Bucket
 from sentinel.core.pipeline import Pipeline, StepResult
 from sentinel.core.samples import Rejection, Sample, decode
 from sentinel.core.services import ServiceTracker
+from sentinel.core.topology import Topology
 from sentinel.daemon.health import HealthState
 from sentinel.daemon.kafka_io import KafkaUnavailable, Record
 from sentinel.daemon.sdnotify import SystemdNotifier
@@ -99,6 +100,12 @@ class HintSink(Protocol):
     def save(self, hints: dict[int, int]) -> None: ...
 
 
+class TopologySource(Protocol):
+    """sentinel.daemon.topology_watch.TopologyWatcher: a changed topology, or None; never blocks."""
+
+    def poll(self, now: float) -> Topology | None: ...
+
+
 class ModelSource(Protocol):
     """sentinel.daemon.hotswap.ModelWatcher: a verified model to swap in now, or None; never blocks."""
 
@@ -117,13 +124,15 @@ class Daemon:
                  wall_clock: Callable[[], float] = time.time,
                  systemd: SystemdNotifier | None = None,
                  history: HistorySink | None = None, models: ModelSource | None = None,
-                 rebuild_hints: HintSink | None = None) -> None:
+                 rebuild_hints: HintSink | None = None,
+                 topology: TopologySource | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
         # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
         self.systemd = systemd or SystemdNotifier.from_environment()
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
         self.history, self.models, self.rebuild_hints = history, models, rebuild_hints
+        self.topology = topology
         # a service that has filled a window is evicted only after every newcomer
         self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services,
                                       protect_after_samples=config.window_steps)
@@ -171,6 +180,7 @@ class Daemon:
         if self._source is None:
             self._source = self._connect(self._revoked, self._assigned)
         self._swap_model()
+        self._swap_topology()
         records = self._source.poll()
         now = self.clock()
         warmup, live = self._decode(records, now)
@@ -266,6 +276,12 @@ class Daemon:
                                  alerting.threshold)
         self.health.set_check("model", True, f"version {model.version} from {model.path}")
 
+    def _swap_topology(self) -> None:
+        """Between two polls: the topology file changed."""
+        topology = self.topology.poll(self.clock()) if self.topology is not None else None
+        if topology is not None:
+            self.pipeline.set_topology(topology)
+
     def _record(self, buckets: list[Bucket]) -> None:
         """Closed buckets to the history store; live ones only (warm-up re-reads were recorded)."""
         if self.history is None or not buckets:
@@ -280,6 +296,7 @@ class Daemon:
         self.telemetry.outcomes.labels("late").inc(late)
         self.telemetry.late.inc(late)
         self.telemetry.unscorable.inc(result.unscorable)
+        self.telemetry.dependency_late.inc(result.dependency_late)
         log.debug("batch: %d samples, %d late, %d windows scored, %d transitions", len(samples),
                   late, result.batch_size, len(result.transitions),
                   extra={"fields": {"event": "batch", "samples": len(samples), "late": late,

@@ -83,6 +83,11 @@ class Telemetry:
         self.unscorable = Counter("sentinel_windows_unscorable_total",
                                   "Full windows not scored: more missing steps than allowed",
                                   registry=r)
+        self.dependency_late = Counter(
+            "sentinel_dependency_late_total",
+            "Windows scored without a dependency's step (it was later than "
+            "stream.dependency_wait, or silent): counted once per window and dependency",
+            registry=r)
         self.alerts = Counter("sentinel_alerts_total", "Alert transitions queued for delivery",
                               ["state"], registry=r)
         self.firing = Gauge("sentinel_alerts_firing", "Services whose failure-risk alert fires",

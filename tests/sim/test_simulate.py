@@ -205,3 +205,23 @@ def test_produce_kafka_paces_on_event_time(kafka_broker):
 
     assert sent == 7
     assert 0.55 <= time.monotonic() - started < 5.0
+
+
+@pytest.mark.parametrize("name", ["topology.yaml", "topology.json"])
+def test_topology_out_writes_a_topology_file_the_config_reads(tmp_path, name, capsys):
+    from sentinel.cli import main
+    from sentinel.config.load import effective_topology, parse_config
+
+    path = tmp_path / name
+    assert main(["simulate", "--services", "8", "--days", "0.01", "--seed", "1",
+                 "--out", str(tmp_path / "s.jsonl"), "--topology-out", str(path)]) == 0
+    capsys.readouterr()
+    config = parse_config({"step": "10s", "window": "40s", "horizon": "20s",
+                           "features": [{"name": "qps"}],
+                           "failure": {"any": [{"metric": "qps", "op": ">=", "value": 1}]},
+                           "topology_file": str(path)})
+    topology = effective_topology(config)
+    assert topology.dependencies("checkout") == ("payment", "inventory")
+    assert topology.dependencies("gateway") == ("catalog",)
+    assert {caller for caller, _ in topology.edges} == {
+        p.name for p in profiles(8) if p.deps}
