@@ -56,6 +56,7 @@ class Held:
     prepared: np.ndarray  # (window_steps, k) float32: the model's prepared own inputs
     holding: bool  # the failure rule holds at its last step
     failed: bool  # ... and has held for `for`
+    late: int = 0  # dependencies that had not closed the step when it was released
 
 
 class DependencyGate:
@@ -141,6 +142,7 @@ class DependencyGate:
                 if waiting and queue[-1].window.ts - head.window.ts < self.wait_seconds:
                     break
                 late += behind
+                head.late = behind
                 released.append(queue.popleft())
             if not queue:
                 del self._held[service]
@@ -149,10 +151,11 @@ class DependencyGate:
     def flush(self) -> tuple[list[Held], int]:
         """Release every held window (the end of a replayed file)."""
         released = [item for queue in self._held.values() for item in queue]
-        late = sum(self._behind(self.topology.dependencies(i.window.service), i.window.ts)[1]
-                   for i in released)
+        for item in released:
+            item.late = self._behind(self.topology.dependencies(item.window.service),
+                                     item.window.ts)[1]
         self._held.clear()
-        return released, late
+        return released, sum(item.late for item in released)
 
     def drop(self, service: str) -> None:
         self._held.pop(service, None)

@@ -46,6 +46,7 @@ class Score:
     service: str
     ts: int  # start of the window's last step
     risk: float
+    late_dependencies: int = 0  # scored with this many dependencies neutral for being late
 
 
 @dataclass(slots=True)
@@ -169,14 +170,17 @@ class Pipeline:
         x = with_context(np.stack([h.prepared for h in held]), context)
         risks = self.model.score_prepared(x)  # type: ignore[union-attr]
         self._observe(result, windows, risks, [h.holding for h in held],
-                      [h.failed for h in held])
+                      [h.failed for h in held], [h.late for h in held])
 
     def _observe(self, result: StepResult, windows: list[Window], risks: np.ndarray,
-                 holding: Iterable[bool], failed: Iterable[bool]) -> None:
+                 holding: Iterable[bool], failed: Iterable[bool],
+                 late: Iterable[int] | None = None) -> None:
         # buckets come per service in ts order (and the gate releases a service's windows in
         # ts order), so the alert machine sees each service's steps in order
-        for window, risk, hold, fail in zip(windows, risks, holding, failed, strict=True):
-            score = Score(window.service, window.ts, float(risk))
+        lates = late if late is not None else (0 for _ in windows)
+        for window, risk, hold, fail, behind in zip(windows, risks, holding, failed, lates,
+                                                    strict=False):
+            score = Score(window.service, window.ts, float(risk), behind)
             result.scores.append(score)
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
