@@ -33,6 +33,8 @@ class AlertTransition:
     risk: float
     started_ts: int  # event time of the firing that opened the episode
     phase: Phase = "predicted"
+    # the dependency that drove a firing's risk (sentinel.core.cause), None when none did
+    cause_service: str | None = None
 
     @property
     def episode_key(self) -> str:
@@ -40,8 +42,11 @@ class AlertTransition:
         return hashlib.sha256(f"{self.service}\0{self.started_ts}".encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, object]:
-        return {"service": self.service, "state": self.state, "ts": self.ts,
-                "risk": round(self.risk, 6), "phase": self.phase}
+        doc: dict[str, object] = {"service": self.service, "state": self.state, "ts": self.ts,
+                                  "risk": round(self.risk, 6), "phase": self.phase}
+        if self.cause_service is not None:
+            doc["cause_service"] = self.cause_service
+        return doc
 
 
 class ServiceAlertState(NamedTuple):

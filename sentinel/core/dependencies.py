@@ -185,3 +185,21 @@ class DependencyGate:
 
         return dependency_channels(self.topology, batch.services, batch.ts.tolist(), lookup,
                                    batch.window_steps, len(self.inputs))
+
+    def present(self, service: str, ts: int) -> tuple[str, ...]:
+        """The dependencies of `service` with a kept window ending at `ts`."""
+        return tuple(d for d in self.topology.dependencies(service)
+                     if ts in self._steps.get(d, {}))
+
+    def channels_with(self, service: str, ts: int, deps: tuple[str, ...]) -> np.ndarray:
+        """(window_steps, width) channels of one window as if `deps` were its only
+        dependencies (leaving some out: `sentinel.core.cause`)."""
+        topology = Topology(((service, deps),)) if deps else Topology()
+        return dependency_channels(topology, (service,), (ts,),
+                                   lambda dep, end: self._steps.get(dep, {}).get(end),
+                                   self.window_steps, len(self.inputs))[0]
+
+    def pressure(self, dep: str, ts: int) -> float | None:
+        """A dependency's failure pressure at step `ts` (its window ending there), if kept."""
+        steps = self._steps.get(dep, {}).get(ts)
+        return None if steps is None else float(steps.pressure[0, -1])

@@ -10,7 +10,7 @@ file, and both therefore produce the same alerts for the same stream.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertMachine, AlertTransition
 from sentinel.core.buckets import Bucket, Bucketer
+from sentinel.core.cause import cause_service
 from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider, with_context
 from sentinel.core.dependencies import DependencyGate, Held
 from sentinel.core.features import tracked_metrics
@@ -169,8 +170,40 @@ class Pipeline:
         result.dependency_late += self.gate.expired - expired
         x = with_context(np.stack([h.prepared for h in held]), context)
         risks = self.model.score_prepared(x)  # type: ignore[union-attr]
+        start = len(result.transitions)
         self._observe(result, windows, risks, [h.holding for h in held],
                       [h.failed for h in held], [h.late for h in held])
+        rows = {(w.service, w.ts): i for i, w in enumerate(windows)}
+        for k in range(start, len(result.transitions)):
+            transition = result.transitions[k]
+            if transition.state == "firing" and transition.phase == "predicted":
+                i = rows[transition.service, transition.ts]
+                cause = self._cause(windows[i], x[i], float(risks[i]), layout)
+                if cause is not None:
+                    result.transitions[k] = replace(transition, cause_service=cause)
+
+    def _cause(self, window: Window, x: np.ndarray, risk: float, layout: ContextLayout
+               ) -> str | None:
+        """The dependency that drove a firing (`sentinel.core.cause`): the window rescored
+        without any dependency, and without each present one in turn."""
+        present = self.gate.present(window.service, window.ts)
+        if not present:
+            return None
+        offset = x.shape[-1] - layout.width
+        for provider, channels in zip(layout.providers, layout.channels, strict=True):
+            if provider == NAME:
+                break
+            offset += len(channels)
+        width = len(layout.channels_of(NAME))
+        variants = [(), *(tuple(d for d in present if d != left) for left in present)]
+        batch = np.repeat(x[None], len(variants), axis=0)
+        for j, deps in enumerate(variants):
+            batch[j, :, offset: offset + width] = self.gate.channels_with(window.service,
+                                                                          window.ts, deps)
+        rest = self.model.score_prepared(batch)  # type: ignore[union-attr]
+        return cause_service(risk, float(rest[0]), dict(zip(present, map(float, rest[1:]),
+                                                            strict=True)),
+                             float(self.alerts.config.threshold or 0.5))
 
     def _observe(self, result: StepResult, windows: list[Window], risks: np.ndarray,
                  holding: Iterable[bool], failed: Iterable[bool],

@@ -42,7 +42,7 @@ from sentinel.core.topology import Topology
 from sentinel.daemon.health import HealthState
 from sentinel.daemon.kafka_io import KafkaUnavailable, Record
 from sentinel.daemon.sdnotify import SystemdNotifier
-from sentinel.daemon.telemetry import Telemetry
+from sentinel.daemon.telemetry import Telemetry, top_edges
 from sentinel.logs import LogThrottle
 from sentinel.model.artifact import LoadedModel
 from sentinel.sinks import OutboxError
@@ -238,6 +238,10 @@ class Daemon:
         latest = {score.service: score for score in result.scores}
         for score in latest.values():
             self.telemetry.set_risk(score.service, score.risk)
+        if live and self.pipeline.gate.topology and latest:
+            gate = self.pipeline.gate
+            self.telemetry.set_edges(top_edges({s: (x.ts, x.risk) for s, x in latest.items()},
+                                               gate.topology.dependencies, gate.pressure))
         for score in result.scores if log.isEnabledFor(logging.DEBUG) else ():
             log.debug("scored service=%s ts=%d risk=%.4f", score.service, score.ts, score.risk,
                       extra={"fields": {"event": "score", "service": score.service,

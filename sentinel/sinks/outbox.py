@@ -84,7 +84,10 @@ def transition_from_json(raw: object) -> AlertTransition:
     phase = raw.get("phase", "predicted")  # type: ignore[union-attr]
     if phase not in ("predicted", "failing"):
         raise ValueError(f"not an alert transition (phase {phase!r}): {raw!r}")
-    return AlertTransition(service, state, ts, float(risk), started_ts, phase)
+    cause = raw.get("cause_service")  # type: ignore[union-attr]
+    if cause is not None and not isinstance(cause, str):
+        raise ValueError(f"not an alert transition (cause_service {cause!r}): {raw!r}")
+    return AlertTransition(service, state, ts, float(risk), started_ts, phase, cause)
 
 
 def _is_int(value: object) -> bool:

@@ -48,11 +48,16 @@ class Recording(FastScorer):
         weights = LstmWeights(*(rng.normal(0, 0.4, s).astype(np.float32)
                                 for s in expected_shapes(4 + LAYOUT.width, (4, 3))))
         super().__init__(weights, SCALER, CONFIG, "numpy", context=LAYOUT)
-        self.last = np.zeros((0, 4, 4 + LAYOUT.width), np.float32)
+        self.calls: list[np.ndarray] = []
 
     def score_prepared(self, x: np.ndarray) -> np.ndarray:
-        self.last = x
+        self.calls.append(x)  # the poll's scoring call, then any firing's leave-one-out ones
         return super().score_prepared(x)
+
+    @property
+    def last(self) -> np.ndarray:
+        """The model input of the poll's scoring call (`calls` is reset per poll)."""
+        return self.calls[0]
 
 
 def _traffic(steps: int = 40) -> list[Sample]:
@@ -77,6 +82,7 @@ def _run(samples: list[Sample], chunk: int) -> tuple[dict, dict, int]:
     polls = [lambda i=i: pipeline.process(samples[i: i + chunk])
              for i in range(0, len(samples), chunk)]
     for poll in [*polls, pipeline.flush]:
+        model.calls.clear()
         result = poll()
         late += result.dependency_late
         for k, score in enumerate(result.scores):  # one scoring call per poll
@@ -169,6 +175,7 @@ def test_a_dependency_later_than_the_wait_is_neutral_and_counted(delay_seconds: 
     pipeline = Pipeline(CONFIG, model, topology=TOPOLOGY)
     late, held, seen = 0, 0, {}
     for i in range(0, len(delayed), 4):
+        model.calls.clear()
         result = pipeline.process(delayed[i: i + 4])
         late += result.dependency_late
         held = max(held, pipeline.gate.held)
@@ -188,6 +195,7 @@ def test_training_channels_equal_the_pipelines() -> None:
     pipeline = Pipeline(CONFIG, model, topology=TOPOLOGY)
     buckets, context = [], {}
     for poll in (lambda: pipeline.process(samples), pipeline.flush):
+        model.calls.clear()
         result = poll()
         buckets += result.buckets
         for k, score in enumerate(result.scores):
@@ -203,3 +211,60 @@ def test_training_channels_equal_the_pipelines() -> None:
             np.testing.assert_allclose(built[i], context[service, ts], atol=1e-6)
             checked += 1
     assert checked >= 100 and np.abs(built).max() > 0
+
+
+class PressureModel:
+    """Risk = the higher of the caller's own p99 / 2000 and its dependencies' highest failure
+    pressure at the last step: a model that a cascade drives, with known answers."""
+
+    context = LAYOUT
+    scaler = SCALER
+
+    def prepare(self, windows: np.ndarray) -> np.ndarray:
+        return SCALER.prepare(windows, CONFIG.features)
+
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        raise AssertionError("a topology model is scored through prepare + score_prepared")
+
+    def score_prepared(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(np.maximum(x[:, -1, 1] / 2000, x[:, -1, 4 + 9]), 0, 1)
+
+
+def test_an_alert_names_the_dependency_that_drove_it() -> None:
+    pipeline = Pipeline(CONFIG, PressureModel(), topology=TOPOLOGY)
+    transitions = []
+    for poll in (lambda: pipeline.process(_traffic()), pipeline.flush):
+        transitions += poll().transitions
+    firing = {t.service: t for t in transitions if t.state == "firing"}
+    assert firing["checkout"].cause_service == "inventory"  # payment is healthy
+    assert firing["cart"].cause_service == "inventory"
+    assert firing["inventory"].cause_service is None  # its own window fired it
+    assert "payment" not in firing
+    assert firing["checkout"].to_json()["cause_service"] == "inventory"
+
+
+def test_cause_service_reaches_the_annotations_and_survives_the_outbox() -> None:
+    from sentinel.core.alerts import AlertTransition
+    from sentinel.sinks.base import alert_annotations
+    from sentinel.sinks.outbox import transition_from_json, transition_to_json
+
+    fired = AlertTransition("checkout", "firing", T0, 0.9, T0, "predicted", "inventory")
+    annotations = alert_annotations(fired)
+    assert annotations["cause_service"] == "inventory"
+    assert "driven by its dependency inventory" in annotations["summary"]
+    assert transition_from_json(transition_to_json(fired)) == fired
+    plain = AlertTransition("checkout", "firing", T0, 0.9, T0)
+    assert "cause_service" not in alert_annotations(plain)
+    assert transition_from_json(transition_to_json(plain)) == plain
+
+
+@pytest.mark.parametrize(("risk", "alone", "each", "expected"), [
+    (0.9, 0.2, {"payment": 0.85, "inventory": 0.3}, "inventory"),  # inventory drove it
+    (0.9, 0.7, {"payment": 0.85, "inventory": 0.3}, None),  # fires without dependencies too
+    (0.9, 0.2, {"b": 0.4, "a": 0.4}, "a"),  # a tie: the first name
+    (0.9, 0.2, {}, None),
+])
+def test_cause_rule(risk: float, alone: float, each: dict, expected: str | None) -> None:
+    from sentinel.core.cause import cause_service
+
+    assert cause_service(risk, alone, each, threshold=0.6) == expected
