@@ -206,24 +206,24 @@ def aggregate(pool: DependencySteps, index: np.ndarray) -> np.ndarray:
     out = np.zeros((n, steps, 2 * k + 2), np.float32)
     if n == 0 or index.shape[1] == 0 or len(pool.prepared) == 0:
         return out
+    # one row past the pool stands for a missing dependency: -inf never wins a max, and is
+    # zeroed before the sum (float32 throughout: a float64 scalar would double the memory)
+    extended = np.concatenate([pool.prepared, np.full((1, steps, k), -np.inf, np.float32)])
+    failing = np.concatenate([pool.failing, np.zeros((1, steps), np.float32)])
+    pressure = np.concatenate([pool.pressure, np.zeros((1, steps), np.float32)])
     for start in range(0, n, CHUNK):
         idx = index[start: start + CHUNK]
         present = idx >= 0
         count = present.sum(axis=1)
-        rows = np.maximum(idx, 0)
-        mask = present[:, :, None]  # (c, d, 1)
-        prepared = pool.prepared[rows]  # (c, d, steps, k)
-        high = np.where(mask[..., None], prepared, -np.inf).max(axis=1)
-        total = np.where(mask[..., None], prepared, 0.0).sum(axis=1)
-        failing = np.where(mask, pool.failing[rows], 0.0).sum(axis=1)
-        pressure = np.where(mask, pool.pressure[rows], 0.0).max(axis=1)
-        some = count > 0
-        denominator = np.maximum(count, 1)[:, None]
+        rows = np.where(present, idx, len(pool.prepared))
+        gathered = extended[rows]  # (c, d, steps, k)
         block = out[start: start + CHUNK]
-        block[:, :, :k] = np.where(some[:, None, None], high, 0.0)
-        block[:, :, k: 2 * k] = total / denominator[..., None]
-        block[:, :, 2 * k] = failing / denominator
-        block[:, :, 2 * k + 1] = pressure
+        block[:, :, :k] = np.where((count > 0)[:, None, None], gathered.max(axis=1), 0.0)
+        np.copyto(gathered, 0.0, where=~present[:, :, None, None])
+        denominator = np.maximum(count, 1).astype(np.float32)[:, None]
+        block[:, :, k: 2 * k] = gathered.sum(axis=1) / denominator[..., None]
+        block[:, :, 2 * k] = failing[rows].sum(axis=1) / denominator
+        block[:, :, 2 * k + 1] = pressure[rows].max(axis=1)
     return out
 
 
