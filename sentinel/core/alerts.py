@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from sentinel.config.schema import AlertingConfig
+from sentinel.core.attribution import Driver
 
 State = Literal["firing", "resolved"]
 Phase = Literal["predicted", "failing"]  # fired on the predicted risk, or on the failure rule
@@ -33,6 +34,9 @@ class AlertTransition:
     risk: float
     started_ts: int  # event time of the firing that opened the episode
     phase: Phase = "predicted"
+    # a firing's metrics behind the risk (sentinel.core.attribution), largest first; empty
+    # for a resolve, or with attribution off
+    drivers: tuple[Driver, ...] = ()
 
     @property
     def episode_key(self) -> str:
@@ -40,8 +44,11 @@ class AlertTransition:
         return hashlib.sha256(f"{self.service}\0{self.started_ts}".encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, object]:
-        return {"service": self.service, "state": self.state, "ts": self.ts,
-                "risk": round(self.risk, 6), "phase": self.phase}
+        doc: dict[str, object] = {"service": self.service, "state": self.state, "ts": self.ts,
+                                  "risk": round(self.risk, 6), "phase": self.phase}
+        if self.drivers:
+            doc["drivers"] = [d.to_json() for d in self.drivers]
+        return doc
 
 
 class ServiceAlertState(NamedTuple):

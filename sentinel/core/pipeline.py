@@ -10,13 +10,14 @@ file, and both therefore produce the same alerts for the same stream.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
 
 from sentinel.config.schema import AlertingConfig, Config
-from sentinel.core.alerts import AlertMachine, AlertTransition
+from sentinel.core.alerts import AlertMachine, AlertTransition, ServiceAlertState
+from sentinel.core.attribution import Attributor
 from sentinel.core.buckets import Bucket, Bucketer
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import rule_state
@@ -42,6 +43,9 @@ class StepResult:
     buckets: list[Bucket] = field(default_factory=list)  # closed by this step, for history
     scores: list[Score] = field(default_factory=list)
     transitions: list[AlertTransition] = field(default_factory=list)
+    # firing episodes whose drivers were recomputed (alerting.drivers_refresh): the same
+    # episode as its firing, with this step's ts, risk and drivers; not a transition
+    refreshed: list[AlertTransition] = field(default_factory=list)
     late: list[Sample] = field(default_factory=list)  # beyond the allowed lateness: not scored
     unscorable: int = 0  # full windows with too many missing steps
     batch_size: int = 0  # windows in the one scoring call
@@ -62,6 +66,10 @@ class Pipeline:
         self._feature_columns = np.arange(len(config.features))
         self._max_missing = max_missing_steps(config.window_steps,
                                               config.stream.max_missing_fraction)
+        top = config.alerting.drivers
+        self.attributor = Attributor(config.feature_names, config.step_seconds, top) if top else None
+        self._refresh = max(1, int(config.alerting.drivers_refresh_seconds))
+        self._drivers_due: dict[str, int] = {}  # firing service -> ts of its next drivers
 
     def process(self, samples: Iterable[Sample]) -> StepResult:
         late = [s for s in samples if self.bucketer.add(s) == "late"]
@@ -87,6 +95,7 @@ class Pipeline:
         self.bucketer.drop(service)
         self.windows.drop(service)
         self.alerts.drop(service)
+        self._drivers_due.pop(service, None)
 
     def _advance(self, buckets: list[Bucket]) -> StepResult:
         result = StepResult(buckets=buckets)
@@ -104,12 +113,42 @@ class Pipeline:
                                      self.config.failure_for_steps)
         # buckets come per service in ts order, so the alert machine sees each service's
         # steps in order, as it would one poll at a time
-        kept = (w for w, keep in zip(windows, ok, strict=True) if keep)
-        for window, risk, hold, fail in zip(kept, risks, holding, failed, strict=True):
+        kept = [w for w, keep in zip(windows, ok, strict=True) if keep]
+        due = self._drivers_due
+        # (kept window, its firing's index in result.transitions, or -1 and the episode's
+        # state for a refresh)
+        explain: list[tuple[int, int, ServiceAlertState | None]] = []
+        for j, (window, risk, hold, fail) in enumerate(zip(kept, risks, holding, failed,
+                                                           strict=True)):
             score = Score(window.service, window.ts, float(risk))
             result.scores.append(score)
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
             if transition is not None:
                 result.transitions.append(transition)
+                if transition.state == "resolved":
+                    due.pop(score.service, None)
+                elif self.attributor is not None:
+                    explain.append((j, len(result.transitions) - 1, None))
+                    due[score.service] = score.ts + self._refresh
+            elif due and score.ts >= due.get(score.service, score.ts + 1):
+                explain.append((j, -1, self.alerts.states[score.service]))
+                due[score.service] = score.ts + self._refresh
+        if explain:
+            self._explain(result, kept, stacked[ok], risks, explain)
         return result
+
+    def _explain(self, result: StepResult, kept: list, values: np.ndarray, risks: np.ndarray,
+                 explain: list[tuple[int, int, ServiceAlertState | None]]) -> None:
+        """Drivers for this step's firings and due refreshes: one batched model call."""
+        assert self.attributor is not None and self.model is not None
+        rows = [j for j, _, _ in explain]
+        drivers = self.attributor.explain(self.model, values[rows], risks[rows])
+        for (j, index, state), found in zip(explain, drivers, strict=True):
+            if state is None:
+                result.transitions[index] = replace(result.transitions[index], drivers=found)
+            else:  # the episode may resolve later in this batch: refreshed is in ts order
+                assert state.firing_since is not None
+                result.refreshed.append(AlertTransition(
+                    kept[j].service, "firing", kept[j].ts, float(risks[j]), state.firing_since,
+                    state.phase, found))

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sentinel.atomic import TMP_SUFFIX, write_atomic
 from sentinel.core.alerts import AlertTransition
+from sentinel.core.attribution import Driver
 from sentinel.errors import OutboxError
 from sentinel.logs import LogThrottle
 
@@ -84,7 +85,11 @@ def transition_from_json(raw: object) -> AlertTransition:
     phase = raw.get("phase", "predicted")  # type: ignore[union-attr]
     if phase not in ("predicted", "failing"):
         raise ValueError(f"not an alert transition (phase {phase!r}): {raw!r}")
-    return AlertTransition(service, state, ts, float(risk), started_ts, phase)
+    drivers = raw.get("drivers", [])  # type: ignore[union-attr]
+    if not isinstance(drivers, list):
+        raise ValueError(f"not an alert transition (drivers {drivers!r}): {raw!r}")
+    return AlertTransition(service, state, ts, float(risk), started_ts, phase,
+                           tuple(Driver.from_json(d) for d in drivers))
 
 
 def _is_int(value: object) -> bool:
