@@ -95,6 +95,26 @@ def test_live_stream_raises_the_same_alerts_as_the_backtest(kafka_broker, traine
                   _unix(a["startsAt"] if a["status"] == "firing" else a["endsAt"]))
                  for a in alerts)
     assert got == sorted((t.service, t.state, t.ts) for t in want.transitions)
+    # live == backtest for the drivers too: each firing's payload names the metrics behind it
+    # in the backtest's order, with the same contributions and words
+    backtest = {(t.service, t.ts): t.drivers for t in want.transitions if t.state == "firing"}
+    assert any(backtest.values()), "the stream must fire with drivers for this to mean much"
+    for alert in alerts:
+        if alert["status"] != "firing":
+            assert "drivers" not in alert["annotations"]
+            continue
+        drivers = backtest[(alert["labels"]["service"], _unix(alert["startsAt"]))]
+        received = json.loads(alert["annotations"].get("drivers", "[]"))
+        assert [d["metric"] for d in received] == [d.metric for d in drivers]
+        assert [d["text"] for d in received] == [d.text for d in drivers]
+        assert [d["contribution"] for d in received] == pytest.approx(
+            [d.contribution for d in drivers], abs=2e-4)
+        if drivers:
+            assert alert["annotations"]["summary"].endswith(f"; mostly {drivers[0].text}")
+    # the drivers gauge exists only for services still firing at the end of the stream
+    last = {t.service: t.state for t in sorted(want.transitions, key=lambda t: t.ts)}
+    firing_at_end = {service for service, state in last.items() if state == "firing"}
+    assert scraped.labels("sentinel_alert_driver", "service") <= firing_at_end
     assert scraped.get("sentinel_alerts_total", state="firing") == sum(
         t.state == "firing" for t in want.transitions)
     assert scraped.get("sentinel_scoring_batch_size_sum") == len(want.scored)
