@@ -142,16 +142,17 @@ def _curve_png(config: Config, labelled: Mapping[str, Labelled],
     curve = model_curve(config, truths, scores, risk_thresholds(risks)) if len(risks) else []
     fig, ax = plt.subplots(figsize=(7, 4))
     if curve:
-        points = sorted(curve, key=lambda p: p.false_alerts_per_service_day)
+        points = sorted(curve, key=lambda p: -p.threshold)
         ax.plot([p.false_alerts_per_service_day for p in points], [p.early_recall for p in points],
                 "-o", ms=3, color="black", label="model (threshold swept)")
-    for name, key, marker in (("model at its threshold", "model", "*"),
-                              ("static baseline", "baseline", "s")):
+    for name, key, marker in (("static baseline", "baseline", "s"),
+                              ("model at its threshold", "model", "*")):
         overall = report.get(key, {}).get("overall", {})
         x, y = overall.get("false_alerts_per_service_day"), overall.get("early_recall")
         if x is not None and y is not None:
             ax.plot([x], [y], marker, ms=10, label=name)
-    ax.set_xlabel("false alerts per service-day")
+    ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("false alerts per service-day (log beyond 1)")
     ax.set_ylabel("early recall")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -173,13 +174,14 @@ def _panel_html(config: Config, panel: Panel, item: Labelled, scores: list[Score
     listed = "".join(f"<li>{html.escape(d.text)} (carries {d.contribution:.2f} of the risk)</li>"
                      for d in drivers)
     why = f"<ul>{listed}</ul>" if drivers else "<p>No drivers recorded for this panel.</p>"
-    png = _panel_png(config, panel, item, scores, transitions, threshold, drivers)
+    png = _png(panel_figure(config, panel, item, scores, transitions, threshold, drivers))
     return f"<section><h3>{html.escape(title)}</h3>{_img(png)}{why}</section>"
 
 
-def _panel_png(config: Config, panel: Panel, item: Labelled, scores: list[Score],
-               transitions: Sequence[AlertTransition], threshold: float,
-               drivers: Sequence[Driver]) -> bytes:
+def panel_figure(config: Config, panel: Panel, item: Labelled, scores: list[Score],
+                 transitions: Sequence[AlertTransition], threshold: float,
+                 drivers: Sequence[Driver]) -> Any:
+    """The zoomed figure of one panel (a matplotlib Figure, laid out)."""
     import matplotlib.pyplot as plt
 
     step = config.step_seconds
@@ -228,7 +230,7 @@ def _panel_png(config: Config, panel: Panel, item: Labelled, scores: list[Score]
     bottom.set_xlabel(f"minutes from {'the failure' if panel.kind == 'failure' else 'the alert'} "
                       "(red: failing; orange line: alert fired, green dotted: resolved)")
     fig.tight_layout()
-    return _png(fig)
+    return fig
 
 
 def _normalised(values: np.ndarray) -> np.ndarray:
