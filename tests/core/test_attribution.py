@@ -156,3 +156,16 @@ def test_drivers_off_leaves_transitions_bare() -> None:
     transitions = [t for r in results for t in r.transitions]
     assert transitions and all(not t.drivers for t in transitions)
     assert not any(r.refreshed for r in results)
+
+
+@pytest.mark.parametrize(("key", "value"), [("drivers", -1), ("drivers", "three"),
+                                            ("drivers_refresh", "0s")])
+def test_bad_attribution_settings_are_refused_naming_key_and_value(key: str, value: object) -> None:
+    from sentinel.errors import ConfigError
+
+    raw = {"step": "10s", "window": "60s", "horizon": "20s", "features": [{"name": "qps"}],
+           "failure": {"any": [{"metric": "qps", "op": ">=", "value": 1}]},
+           "alerting": {key: value}}
+    with pytest.raises(ConfigError, match=f"alerting.{key}") as caught:
+        parse_config(raw)
+    assert str(value) in str(caught.value)
