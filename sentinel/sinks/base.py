@@ -111,7 +111,7 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
     if transition.drivers:
         top = transition.drivers[0]
         annotations["summary"] = f"{summary}; mostly {top.text}"
-        lines = "\n".join(f"- {d.text} (carries {d.contribution:.2f} of the risk)"
+        lines = "\n".join(f"- {d.text} (carries {d.contribution:.2g} of the risk)"
                           for d in transition.drivers)
         annotations["description"] = (f"{description}\nWhat drives it (the risk without each "
                                       f"metric's deviation from its normal):\n{lines}")

@@ -171,7 +171,7 @@ def _panel_html(config: Config, panel: Panel, item: Labelled, scores: list[Score
         title = f"{panel.service}: failure at {_utc(panel.ts)}, {when}"
     else:
         title = f"{panel.service}: false alert at {_utc(panel.ts)}"
-    listed = "".join(f"<li>{html.escape(d.text)} (carries {d.contribution:.2f} of the risk)</li>"
+    listed = "".join(f"<li>{html.escape(d.text)} (carries {d.contribution:.2g} of the risk)</li>"
                      for d in drivers)
     why = f"<ul>{listed}</ul>" if drivers else "<p>No drivers recorded for this panel.</p>"
     png = _png(panel_figure(config, panel, item, scores, transitions, threshold, drivers))
@@ -204,7 +204,7 @@ def panel_figure(config: Config, panel: Panel, item: Labelled, scores: list[Scor
             top.plot(minutes, scaled[:, j], color="0.6", lw=0.6, alpha=0.6)
     for rank, name in enumerate(named):
         j = metrics.index(name)
-        label = name if not drivers else f"{rank + 1}. {name} ({drivers[rank].contribution:.2f})"
+        label = name if not drivers else f"{rank + 1}. {name} ({drivers[rank].contribution:.2g})"
         top.plot(minutes, scaled[:, j], color=COLORS[rank % len(COLORS)], lw=2.0, label=label)
     top.set_ylabel("features\n(scaled in panel)")
     top.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False,

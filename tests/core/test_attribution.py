@@ -83,7 +83,7 @@ def test_annotations_say_why_in_words_and_as_json() -> None:
     notes = alert_annotations(AlertTransition("cart", "firing", T0, 0.9, T0, drivers=drivers))
     assert notes["summary"] == ("cart is likely to fail soon (failure risk 0.90); mostly p99_ms: "
                                 "4.1 sd above this service's normal, rising for 3 min")
-    assert "- cpu: 2.5 sd below this service's normal, falling for 60 s (carries 0.10" \
+    assert "- cpu: 2.5 sd below this service's normal, falling for 60 s (carries 0.1 of" \
         in notes["description"]
     assert [d["metric"] for d in json.loads(notes["drivers"])] == ["p99_ms", "cpu"]
 
