@@ -24,7 +24,6 @@ they produce the same drivers for the same stream.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -88,14 +87,17 @@ def duration_words(seconds: int) -> str:
 
 
 def normal_values(windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(k, steps, F) windows -> (median, robust sd), each (k, F); NaN steps ignored."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slice: a missing feature
+    """(k, steps, F) windows -> (median, robust sd), each (k, F); NaN steps ignored, NaN for a
+    feature missing in the whole window."""
+    empty = np.isnan(windows).all(axis=1)
+    if empty.any():  # nanmedian warns on an all-NaN slice: compute on zeros, then blank them
+        windows = np.where(empty[:, None, :], 0.0, windows)
+    with np.errstate(all="ignore"):
         median = np.nanmedian(windows, axis=1)
         mad = 1.4826 * np.nanmedian(np.abs(windows - median[:, None, :]), axis=1)
         sd = np.nanstd(windows, axis=1)
     scale = np.where(mad > 0, mad, np.where(sd > 0, sd, np.nan))
-    return median, scale
+    return np.where(empty, np.nan, median), np.where(empty, np.nan, scale)
 
 
 def occluded(windows: np.ndarray, n_features: int, median: np.ndarray) -> np.ndarray:

@@ -169,3 +169,16 @@ def test_bad_attribution_settings_are_refused_naming_key_and_value(key: str, val
     with pytest.raises(ConfigError, match=f"alerting.{key}") as caught:
         parse_config(raw)
     assert str(value) in str(caught.value)
+
+
+def test_a_feature_missing_from_the_whole_window_is_no_driver_and_warns_nothing() -> None:
+    import warnings
+
+    w = _windows()
+    w[0, :, 2] = np.nan  # error_rate never reported
+    model = LatencyModel()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        [drivers] = Attributor(NAMES, 10, top=4).explain(model, w, model.score(w))
+    assert drivers[0].metric == "p99_ms"
+    assert "error_rate" not in [d.metric for d in drivers]
