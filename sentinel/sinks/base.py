@@ -113,8 +113,8 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
         annotations["summary"] = f"{summary}; mostly {top.text}"
         lines = "\n".join(f"- {d.text} (carries {d.contribution:.2g} of the risk)"
                           for d in transition.drivers)
-        annotations["description"] = (f"{description}\nWhat drives it (the risk without each "
-                                      f"metric's deviation from its normal):\n{lines}")
+        annotations["description"] = (f"{description}\nWhat drives it (the risk that goes when "
+                                      f"the metric is set to its normal):\n{lines}")
         annotations["drivers"] = json.dumps([d.to_json() for d in transition.drivers],
                                             separators=(",", ":"))
     return annotations
