@@ -22,7 +22,7 @@ from sentinel.core.buckets import Bucket, Bucketer
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import rule_state
 from sentinel.core.samples import Sample
-from sentinel.core.windows import WindowStore, max_missing_steps, scorable
+from sentinel.core.windows import Window, WindowStore, max_missing_steps, scorable
 
 
 class RiskModel(Protocol):
@@ -138,7 +138,7 @@ class Pipeline:
             self._explain(result, kept, stacked[ok], risks, explain)
         return result
 
-    def _explain(self, result: StepResult, kept: list, values: np.ndarray, risks: np.ndarray,
+    def _explain(self, result: StepResult, kept: list[Window], values: np.ndarray, risks: np.ndarray,
                  explain: list[tuple[int, int, ServiceAlertState | None]]) -> None:
         """Drivers for this step's firings and due refreshes: one batched model call."""
         assert self.attributor is not None and self.model is not None
