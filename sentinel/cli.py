@@ -96,7 +96,7 @@ def _backtest(args: argparse.Namespace) -> int:
 
     report = backtest(load_config(args.config), Path(args.model), args.data, Path(args.alerts),
                       Path(args.scores), args.report and Path(args.report),
-                      args.plot and Path(args.plot))
+                      args.plot and Path(args.plot), args.report_html and Path(args.report_html))
     data = report["data"]
     rejected = ", ".join(f"{reason} {count}" for reason, count in sorted(data["rejected"].items()))
     print(f"backtest: {data['samples']} samples replayed, {data['late']} late (not scored), "
@@ -246,6 +246,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scores", required=True, help="risk per scored window out (CSV)")
     p.add_argument("--report", help="figures out (JSON)")
     p.add_argument("--plot", help="plot out (PNG)")
+    p.add_argument("--report-html", help="a self-contained HTML report out: figures, operating "
+                   "curve, one panel per failure and per false alert with its drivers")
     p.set_defaults(handler=_backtest)
 
     p = sub.add_parser("run", help="the daemon: consume samples from Kafka, score, alert "

@@ -301,6 +301,8 @@ _ALERTING: Spec = {
     "external_url": _url,
     "delivery": _delivery,
     "alertmanager": _section(AlertmanagerConfig, _ALERTMANAGER, ("url",)),
+    "drivers": _integer(0),
+    "drivers_refresh": _duration(),
 }
 _TRAINING: Spec = {
     "epochs": _integer(1),

@@ -140,6 +140,9 @@ class AlertingConfig:
     external_url: str = ""  # externalURL and generatorURL of notifications, e.g. a dashboard
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     alertmanager: AlertmanagerConfig | None = None
+    # per firing, this many metrics behind the risk (sentinel.core.attribution); 0: none
+    drivers: int = 3
+    drivers_refresh_seconds: float = 60.0  # while firing, drivers are recomputed this often
 
     def resolved(self, operating_threshold: float | None) -> AlertingConfig:
         """Concrete thresholds: "auto" takes the model's operating threshold (0.5 without one)."""

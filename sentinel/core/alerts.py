@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
 from sentinel.config.schema import AlertingConfig
+from sentinel.core.attribution import Driver
 
 State = Literal["firing", "resolved"]
 Phase = Literal["predicted", "failing"]  # fired on the predicted risk, or on the failure rule
@@ -35,6 +36,9 @@ class AlertTransition:
     phase: Phase = "predicted"
     # the dependency that drove a firing's risk (sentinel.core.cause), None when none did
     cause_service: str | None = None
+    # a firing's metrics behind the risk (sentinel.core.attribution), largest first; empty
+    # for a resolve, or with attribution off
+    drivers: tuple[Driver, ...] = ()
 
     @property
     def episode_key(self) -> str:
@@ -46,6 +50,8 @@ class AlertTransition:
                                   "risk": round(self.risk, 6), "phase": self.phase}
         if self.cause_service is not None:
             doc["cause_service"] = self.cause_service
+        if self.drivers:
+            doc["drivers"] = [d.to_json() for d in self.drivers]
         return doc
 
 

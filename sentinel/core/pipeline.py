@@ -16,7 +16,8 @@ from typing import Protocol
 import numpy as np
 
 from sentinel.config.schema import AlertingConfig, Config
-from sentinel.core.alerts import AlertMachine, AlertTransition
+from sentinel.core.alerts import AlertMachine, AlertTransition, ServiceAlertState
+from sentinel.core.attribution import Attributor
 from sentinel.core.buckets import Bucket, Bucketer
 from sentinel.core.cause import cause_service
 from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider, with_context
@@ -55,6 +56,9 @@ class StepResult:
     buckets: list[Bucket] = field(default_factory=list)  # closed by this step, for history
     scores: list[Score] = field(default_factory=list)
     transitions: list[AlertTransition] = field(default_factory=list)
+    # firing episodes whose drivers were recomputed (alerting.drivers_refresh): the same
+    # episode as its firing, with this step's ts, risk and drivers; not a transition
+    refreshed: list[AlertTransition] = field(default_factory=list)
     late: list[Sample] = field(default_factory=list)  # beyond the allowed lateness: not scored
     unscorable: int = 0  # full windows with too many missing steps
     batch_size: int = 0  # windows in the one scoring call
@@ -84,6 +88,10 @@ class Pipeline:
         self._feature_columns = np.arange(len(config.features))
         self._max_missing = max_missing_steps(config.window_steps,
                                               config.stream.max_missing_fraction)
+        top = config.alerting.drivers
+        self.attributor = Attributor(config.feature_names, config.step_seconds, top) if top else None
+        self._refresh = max(1, int(config.alerting.drivers_refresh_seconds))
+        self._drivers_due: dict[str, int] = {}  # firing service -> ts of its next drivers
 
     def process(self, samples: Iterable[Sample]) -> StepResult:
         late = [s for s in samples if self.bucketer.add(s) == "late"]
@@ -121,6 +129,7 @@ class Pipeline:
         self.windows.drop(service)
         self.alerts.drop(service)
         self.gate.drop(service)
+        self._drivers_due.pop(service, None)
 
     def _uses_topology(self) -> bool:
         return (NAME in context_layout(self.model) and bool(self.gate.topology)
@@ -154,7 +163,9 @@ class Pipeline:
         context = self._context(kept)
         risks = (self.model.score(stacked[ok]) if context is None
                  else self.model.score(stacked[ok], context))
-        self._observe(result, kept, risks, holding, failed)
+        explain = self._observe(result, kept, risks, holding, failed)
+        if explain:
+            self._explain(result, kept, stacked[ok], context, risks, explain)
         return result
 
     def _score_held(self, result: StepResult, held: list[Held]) -> None:
@@ -171,8 +182,11 @@ class Pipeline:
         x = with_context(np.stack([h.prepared for h in held]), context)
         risks = self.model.score_prepared(x)  # type: ignore[union-attr]
         start = len(result.transitions)
-        self._observe(result, windows, risks, [h.holding for h in held],
-                      [h.failed for h in held], [h.late for h in held])
+        explain = self._observe(result, windows, risks, [h.holding for h in held],
+                                [h.failed for h in held], [h.late for h in held])
+        if explain:
+            self._explain(result, windows, np.stack([w.values for w in windows]), context,
+                          risks, explain)
         rows = {(w.service, w.ts): i for i, w in enumerate(windows)}
         for k in range(start, len(result.transitions)):
             transition = result.transitions[k]
@@ -207,18 +221,50 @@ class Pipeline:
 
     def _observe(self, result: StepResult, windows: list[Window], risks: np.ndarray,
                  holding: Iterable[bool], failed: Iterable[bool],
-                 late: Iterable[int] | None = None) -> None:
+                 late: Iterable[int] | None = None
+                 ) -> list[tuple[int, int, ServiceAlertState | None]]:
+        """Feed the scores to the alert machine; the windows to explain (attribution): (row,
+        its firing's index in result.transitions, None) or (row, -1, the firing episode's
+        state) for a due refresh."""
         # buckets come per service in ts order (and the gate releases a service's windows in
         # ts order), so the alert machine sees each service's steps in order
         lates = late if late is not None else (0 for _ in windows)
-        for window, risk, hold, fail, behind in zip(windows, risks, holding, failed, lates,
-                                                    strict=False):
+        due = self._drivers_due
+        explain: list[tuple[int, int, ServiceAlertState | None]] = []
+        for j, (window, risk, hold, fail, behind) in enumerate(
+                zip(windows, risks, holding, failed, lates, strict=False)):
             score = Score(window.service, window.ts, float(risk), behind)
             result.scores.append(score)
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
             if transition is not None:
                 result.transitions.append(transition)
+                if transition.state == "resolved":
+                    due.pop(score.service, None)
+                elif self.attributor is not None:
+                    explain.append((j, len(result.transitions) - 1, None))
+                    due[score.service] = score.ts + self._refresh
+            elif due and score.ts >= due.get(score.service, score.ts + 1):
+                explain.append((j, -1, self.alerts.states[score.service]))
+                due[score.service] = score.ts + self._refresh
+        return explain
+
+    def _explain(self, result: StepResult, windows: list[Window], values: np.ndarray,
+                 context: np.ndarray | None, risks: np.ndarray,
+                 explain: list[tuple[int, int, ServiceAlertState | None]]) -> None:
+        """Drivers for this step's firings and due refreshes: one batched model call."""
+        assert self.attributor is not None and self.model is not None
+        rows = [j for j, _, _ in explain]
+        drivers = self.attributor.explain(self.model, values[rows], risks[rows],
+                                          None if context is None else context[rows])
+        for (j, index, state), found in zip(explain, drivers, strict=True):
+            if state is None:
+                result.transitions[index] = replace(result.transitions[index], drivers=found)
+            else:  # the episode may resolve later in this batch: refreshed is in ts order
+                assert state.firing_since is not None
+                result.refreshed.append(AlertTransition(
+                    windows[j].service, "firing", windows[j].ts, float(risks[j]),
+                    state.firing_since, state.phase, drivers=found))
 
     def _batch(self, windows: list[Window]) -> ContextBatch:
         return ContextBatch(tuple(w.service for w in windows),

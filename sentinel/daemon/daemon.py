@@ -73,6 +73,7 @@ class Notifier(Protocol):
     def unsaved(self) -> int: ...
     def submit(self, transition: AlertTransition) -> None: ...
     def adopt(self, transition: AlertTransition) -> None: ...
+    def refresh(self, transitions: list[AlertTransition]) -> None: ...
     def forget(self, services: list[str]) -> None: ...
 
 
@@ -256,6 +257,12 @@ class Daemon:
         else:
             for transition in result.transitions:  # delivered before: taken over, not resent
                 self.notifier.adopt(transition)
+        self.notifier.refresh(result.refreshed)  # resolved meanwhile: ignored by the sinks
+        for transition in sorted([*result.transitions, *result.refreshed], key=lambda t: t.ts):
+            if transition.state == "firing":
+                self.telemetry.set_drivers(transition.service, transition.drivers)
+            else:
+                self.telemetry.clear_drivers(transition.service)
         self._note_episodes(result.transitions)
         self.telemetry.firing.set(self.pipeline.alerts.firing_count())
 

@@ -19,12 +19,13 @@ import contextlib
 import heapq
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from sentinel.core.attribution import Driver
 from sentinel.core.samples import REASONS
 
 OUTCOMES = ("accepted", "late", "rejected")
@@ -98,6 +99,12 @@ class Telemetry:
                               ["state"], registry=r)
         self.firing = Gauge("sentinel_alerts_firing", "Services whose failure-risk alert fires",
                             registry=r)
+        self.drivers = Gauge(
+            "sentinel_alert_driver",
+            "While a service's alert fires: the risk each of its top drivers carries (the risk "
+            "drop when the metric is replaced by its normal value); rank 1 is the largest. "
+            "Removed when the alert resolves", ["service", "rank", "metric"], registry=r)
+        self._driver_labels: dict[str, list[tuple[str, str, str]]] = {}
         self.model_info = Gauge("sentinel_model_info", "The loaded model (value 1)", ["version"],
                                 registry=r)
         self.threshold = Gauge("sentinel_alert_threshold",
@@ -149,10 +156,25 @@ class Telemetry:
         for (caller, dependency), value in edges.items():
             self.edge_risk.labels(caller, dependency).set(value)
 
+    def set_drivers(self, service: str, drivers: Sequence[Driver]) -> None:
+        """The drivers of a firing service replace its previous ones (none: no series)."""
+        self.clear_drivers(service)
+        labels = [(service, str(rank), d.metric) for rank, d in enumerate(drivers, 1)]
+        for label, driver in zip(labels, drivers, strict=True):
+            self.drivers.labels(*label).set(driver.contribution)
+        if labels:
+            self._driver_labels[service] = labels
+
+    def clear_drivers(self, service: str) -> None:
+        for label in self._driver_labels.pop(service, ()):
+            with contextlib.suppress(KeyError):
+                self.drivers.remove(*label)
+
     def forget_services(self, services: Iterable[str]) -> None:
         """Remove the per-service series of services no longer tracked here."""
         for service in services:
             self.risk.remove(service)
+            self.clear_drivers(service)
             with contextlib.suppress(KeyError):  # never had the series
                 self.no_data.remove(service)
 

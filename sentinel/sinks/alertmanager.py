@@ -78,6 +78,15 @@ class AlertmanagerSink:
                 firing.pop(transition.episode_key, None)
             self._save(firing)
 
+    def refresh(self, transitions: list[AlertTransition]) -> None:
+        """Re-sends carry these newer drivers (and risk) of episodes still firing; one write."""
+        with self._lock:
+            firing = dict(self._firing)
+            for transition in transitions:
+                if transition.episode_key in firing:
+                    firing[transition.episode_key] = transition
+            self._save(firing)
+
     def forget(self, services: Collection[str]) -> None:
         """Stops re-sending the episodes of `services`: another replica owns them now (it
         adopts them while rebuilding), or they were evicted."""

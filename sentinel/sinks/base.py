@@ -53,6 +53,11 @@ class Sink(Protocol):
         raises OutboxError when it cannot.
         """
 
+    def refresh(self, transitions: list[AlertTransition]) -> None:
+        """Called on the submitting thread with firing episodes whose drivers were recomputed
+        (same episode keys as their firings): what a re-send says from now on. Same blocking
+        and errors as `record`; a no-op for a sink that does not re-send."""
+
     def forget(self, services: Collection[str]) -> None:
         """Called on the submitting thread when this replica stops tracking `services`
         (their partition moved to another replica, or they were evicted): drop any state
@@ -86,6 +91,9 @@ def alert_labels(service: str, severity: str, phase: str = "predicted") -> dict[
 
 
 def alert_annotations(transition: AlertTransition) -> dict[str, str]:
+    """`summary` and `description` in words, `risk`, and with drivers (a firing's metrics
+    behind the risk) `drivers`: a JSON list of {metric, contribution, z, away_seconds, trend,
+    text} as a string, since Alertmanager's annotations are strings."""
     service, risk, at = transition.service, transition.risk, rfc3339(transition.ts)
     if transition.state == "firing" and transition.phase == "failing":
         summary = f"{service} is failing (its failure rule holds; failure risk {risk:.2f})"
@@ -100,8 +108,8 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
                        f"dependencies' steps it would not have fired; {cause} drove it most.")
     elif transition.state == "firing":
         summary = f"{service} is likely to fail soon (failure risk {risk:.2f})"
-        description = (f"Sentinel's predicted failure risk for {service} crossed the alert "
-                       f"threshold at {at} (event time): risk {risk:.3f}.")
+        description = (f"Sentinel's predicted failure risk for {service} at {at} (event time) "
+                       f"is above the alert threshold: risk {risk:.3f}.")
     else:
         summary = f"{service} is no longer at risk (failure risk {risk:.2f})"
         description = (f"Sentinel's predicted failure risk for {service} fell below the "
@@ -109,6 +117,15 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
     annotations = {"summary": summary, "description": description, "risk": f"{risk:.4f}"}
     if transition.cause_service is not None:
         annotations["cause_service"] = transition.cause_service
+    if transition.drivers:
+        top = transition.drivers[0]
+        annotations["summary"] = f"{summary}; mostly {top.text}"
+        lines = "\n".join(f"- {d.text} (carries {d.contribution:.2g} of the risk)"
+                          for d in transition.drivers)
+        annotations["description"] = (f"{description}\nWhat drives it (the risk that goes when "
+                                      f"the metric is set to its normal):\n{lines}")
+        annotations["drivers"] = json.dumps([d.to_json() for d in transition.drivers],
+                                            separators=(",", ":"))
     return annotations
 
 

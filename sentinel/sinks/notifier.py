@@ -150,6 +150,20 @@ class Notifier:
                     self.metrics.write_errors.inc()
                     log.error("%s: %s", worker.sink.name, exc)
 
+    def refresh(self, transitions: list[AlertTransition]) -> None:
+        """Firing episodes with recomputed drivers: the Alertmanager sink re-sends them from
+        now on (nothing is delivered now). A disk error is logged and counted, not raised."""
+        if not transitions:
+            return
+        with self._submit_lock:
+            for worker in self._workers:
+                try:
+                    worker.sink.refresh(transitions)
+                except OutboxError as exc:
+                    self.sink_problem = str(exc)
+                    self.metrics.write_errors.inc()
+                    log.error("%s: %s", worker.sink.name, exc)
+
     def forget(self, services: Collection[str]) -> None:
         """This replica no longer tracks `services`: the sinks drop their state for them
         (pending deliveries are still delivered). Raises OutboxError."""

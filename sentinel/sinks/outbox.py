@@ -36,6 +36,7 @@ from pathlib import Path
 
 from sentinel.atomic import TMP_SUFFIX, write_atomic
 from sentinel.core.alerts import AlertTransition
+from sentinel.core.attribution import Driver
 from sentinel.errors import OutboxError
 from sentinel.logs import LogThrottle
 
@@ -87,7 +88,12 @@ def transition_from_json(raw: object) -> AlertTransition:
     cause = raw.get("cause_service")  # type: ignore[union-attr]
     if cause is not None and not isinstance(cause, str):
         raise ValueError(f"not an alert transition (cause_service {cause!r}): {raw!r}")
-    return AlertTransition(service, state, ts, float(risk), started_ts, phase, cause)
+    drivers = raw.get("drivers", [])  # type: ignore[union-attr]
+    if not isinstance(drivers, list):
+        raise ValueError(f"not an alert transition (drivers {drivers!r}): {raw!r}")
+    return AlertTransition(service, state, ts, float(risk), started_ts, phase,
+                           cause_service=cause,
+                           drivers=tuple(Driver.from_json(d) for d in drivers))
 
 
 def _is_int(value: object) -> bool:

@@ -57,6 +57,9 @@ class WebhookSink:
     def record(self, transition: AlertTransition) -> None:
         pass
 
+    def refresh(self, transitions: list[AlertTransition]) -> None:
+        pass  # a webhook hears about each transition once
+
     def forget(self, services: Collection[str]) -> None:
         pass
 

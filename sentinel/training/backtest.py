@@ -52,8 +52,8 @@ def replay(config: Config, model: RiskModel, samples: Sequence[Sample],
 
 
 def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts_out: Path,
-             scores_out: Path, report_out: Path | None = None, plot_out: Path | None = None
-             ) -> dict[str, Any]:
+             scores_out: Path, report_out: Path | None = None, plot_out: Path | None = None,
+             report_html_out: Path | None = None) -> dict[str, Any]:
     lines = iter_jsonl_lines(data)  # DataError now for a path that does not exist
     loaded = load_model(model_dir, config)
     stats = DecodeStats()
@@ -92,6 +92,11 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
 
         plot_backtest(config, labelled, run.scores, run.transitions, alerting.threshold or 0.5,
                       Path(plot_out))
+    if report_html_out is not None:
+        from sentinel.training.report_html import write_report_html
+
+        write_report_html(config, report, labelled, run.scores, run.transitions,
+                          alerting.threshold or 0.5, Path(report_html_out))
     return report
 
 

@@ -4,6 +4,7 @@ spans shaded, the alert threshold drawn, and firings marked."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,16 @@ def plot_backtest(config: Config, labelled: dict[str, Labelled], scores: list[Sc
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    fig = backtest_figure(config, labelled, scores, transitions, threshold)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+
+
+def backtest_figure(config: Config, labelled: dict[str, Labelled], scores: list[Score],
+                    transitions: list[AlertTransition], threshold: float) -> Any:
+    """The figure `plot_backtest` saves (a matplotlib Figure, laid out)."""
+    import matplotlib.pyplot as plt
+
     services = sorted(labelled)
     metrics = tracked_metrics(config)
     fig, axes = plt.subplots(2 * len(services), 1, figsize=(16, 3.2 * len(services)),
@@ -36,7 +47,7 @@ def plot_backtest(config: Config, labelled: dict[str, Labelled], scores: list[Sc
             peak = np.nanmax(column) if np.isfinite(column).any() else 1.0
             top.plot(x, column / (peak or 1.0), lw=0.6, label=f"{name} (/{peak:.3g})")
         top.set_ylabel(f"{service}\nmetrics / max")
-        top.legend(loc="upper left", fontsize=7, ncol=len(metrics))
+        legend(top, len(metrics))
         mine = [s for s in scores if s.service == service]
         bottom.plot(hours([s.ts for s in mine]), [s.risk for s in mine], lw=0.7, color="black")
         bottom.axhline(threshold, color="tab:orange", ls="--", lw=0.8)
@@ -50,5 +61,16 @@ def plot_backtest(config: Config, labelled: dict[str, Labelled], scores: list[Sc
         bottom.plot(hours(fired), [1.0] * len(fired), "v", color="tab:orange", ms=6)
     axes[-1, 0].set_xlabel("hours since start (red: failure, orange: alert firing)")
     fig.tight_layout()
-    fig.savefig(out, dpi=80)
-    plt.close(fig)
+    return fig
+
+
+LEGEND_ROWS = 12  # entries per legend column beside a metrics row (3.2 in tall at 6 pt)
+
+
+def legend(ax: Any, entries: int) -> Any:
+    """A legend beside the axes, in as many columns as it takes: it stays inside the figure
+    with 4 metrics or 40 (one row of 40 entries ran far off the right edge)."""
+    if entries <= 6:
+        return ax.legend(loc="upper left", fontsize=7, ncol=entries)
+    return ax.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=6, frameon=False,
+                     ncol=-(-entries // LEGEND_ROWS), borderaxespad=0.0)

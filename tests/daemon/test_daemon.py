@@ -95,6 +95,26 @@ def test_live_stream_raises_the_same_alerts_as_the_backtest(kafka_broker, traine
                   _unix(a["startsAt"] if a["status"] == "firing" else a["endsAt"]))
                  for a in alerts)
     assert got == sorted((t.service, t.state, t.ts) for t in want.transitions)
+    # live == backtest for the drivers too: each firing's payload names the metrics behind it
+    # in the backtest's order, with the same contributions and words
+    backtest = {(t.service, t.ts): t.drivers for t in want.transitions if t.state == "firing"}
+    assert any(backtest.values()), "the stream must fire with drivers for this to mean much"
+    for alert in alerts:
+        if alert["status"] != "firing":
+            assert "drivers" not in alert["annotations"]
+            continue
+        drivers = backtest[(alert["labels"]["service"], _unix(alert["startsAt"]))]
+        received = json.loads(alert["annotations"].get("drivers", "[]"))
+        assert [d["metric"] for d in received] == [d.metric for d in drivers]
+        assert [d["text"] for d in received] == [d.text for d in drivers]
+        assert [d["contribution"] for d in received] == pytest.approx(
+            [d.contribution for d in drivers], abs=2e-4)
+        if drivers:
+            assert alert["annotations"]["summary"].endswith(f"; mostly {drivers[0].text}")
+    # the drivers gauge exists only for services still firing at the end of the stream
+    last = {t.service: t.state for t in sorted(want.transitions, key=lambda t: t.ts)}
+    firing_at_end = {service for service, state in last.items() if state == "firing"}
+    assert scraped.labels("sentinel_alert_driver", "service") <= firing_at_end
     assert scraped.get("sentinel_alerts_total", state="firing") == sum(
         t.state == "firing" for t in want.transitions)
     assert scraped.get("sentinel_scoring_batch_size_sum") == len(want.scored)
@@ -623,3 +643,40 @@ def test_the_risk_series_is_written_as_prometheus_client_would_write_it():
     assert registry.get_sample_value("sentinel_failure_risk", {"service": "cart"}) == 0.5
     telemetry.forget_services([*odd_names, "outside"])
     assert b"sentinel_failure_risk{" not in exposition(registry)
+
+
+class _RisingQps:
+    """Risk = how much qps rose over the window (so qps is the driver when it rises)."""
+
+    def score(self, windows: np.ndarray) -> np.ndarray:
+        return np.clip((windows[:, -1, 0] - windows[:, 0, 0]) / 100.0, 0.0, 1.0)
+
+
+def test_the_loop_shows_drivers_while_firing_refreshes_them_and_removes_them_at_resolve() -> None:
+    loop = make_loop()
+    loop.daemon.pipeline.model = _RisingQps()
+    qps = [100, 100, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1100, 1100, 1100]
+
+    def sample(offset: int) -> bytes:
+        return json.dumps({"service": "cart", "ts": T0 + 10 * offset,
+                           "metrics": {"qps": float(qps[offset])}}).encode()
+
+    def drivers() -> dict[tuple[str, str], float]:
+        return {(s.labels["rank"], s.labels["metric"]): s.value
+                for family in loop.registry.collect() if family.name == "sentinel_alert_driver"
+                for s in family.samples if s.labels.get("service") == "cart"}
+
+    for offset in range(6):
+        loop.feed(rec(offset, value=sample(offset)))
+    [firing] = loop.notifier.submitted
+    assert firing.state == "firing" and firing.drivers[0].metric == "qps"
+    assert drivers() == {("1", "qps"): pytest.approx(firing.drivers[0].contribution)}
+    for offset in range(6, 13):
+        loop.feed(rec(offset, value=sample(offset)))
+    assert loop.notifier.refreshed, "re-explained drivers_refresh (60 s) after the firing"
+    assert all(t.started_ts == firing.ts and t.ts == firing.ts + 60
+               for t in loop.notifier.refreshed)
+    for offset in range(13, len(qps)):
+        loop.feed(rec(offset, value=sample(offset)))
+    assert [t.state for t in loop.notifier.submitted] == ["firing", "resolved"]
+    assert drivers() == {}, "no driver series once the alert resolved"

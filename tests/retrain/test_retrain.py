@@ -206,6 +206,9 @@ class NullNotifier:
     def adopt(self, transition) -> None:
         pass
 
+    def refresh(self, transitions) -> None:
+        pass
+
     def forget(self, services) -> None:
         pass
 

@@ -604,3 +604,38 @@ def test_real_alertmanager_shows_the_alert_firing_then_resolved(
     notifier.submit(resolved)
     wait_until(lambda: "SentinelFailureRisk" not in active(), 5.0, lambda: "the resolve")
     assert "SentinelWatchdog" in active()
+
+
+def test_alertmanager_resends_say_what_drives_the_risk_now(
+    make: Callable[..., Notifier], tmp_path: Path
+) -> None:
+    """A refresh (the pipeline's recomputed drivers while firing) changes what the re-sends
+    say, survives a restart, and is ignored for an episode the sink does not hold."""
+    from dataclasses import replace
+
+    from sentinel.core.attribution import Driver
+
+    at_firing = (Driver("cpu", 0.5, 3.0, 60, "rising"),)
+    now = (Driver("p99_ms", 0.6, 5.0, 120, "rising"), Driver("cpu", 0.2, 2.5, 120, "steady"))
+    am = Receiver().start()
+    try:
+        config = AlertmanagerConfig(am.url("/"), resend_interval_seconds=60, watchdog=False)
+        first = make(alertmanager=config)  # never started: as if it died at once
+        first.submit(replace(FIRING, drivers=at_firing))
+        first.refresh([replace(FIRING, ts=FIRING.ts + 60, risk=0.95, drivers=now),
+                       AlertTransition("elsewhere", "firing", T0, 0.9, T0 - 10)])
+        restarted = make(alertmanager=config, registry=CollectorRegistry())
+        restarted.start()
+        posts = am.wait_for(2)  # the re-send at start and the queued firing
+    finally:
+        am.stop()
+
+    alerts = [a for post in posts for a in am_alerts(post)]
+    assert {a["labels"]["service"] for a in alerts} == {"checkout"}
+    said = sorted(tuple(d["metric"] for d in json.loads(a["annotations"]["drivers"]))
+                  for a in alerts)
+    assert said == [("cpu",), ("p99_ms", "cpu")]  # the firing as queued; the re-send as now
+    resent = next(a for a in alerts if a["annotations"]["risk"] == "0.9500")
+    assert resent["startsAt"] == rfc3339(FIRING.started_ts)
+    assert resent["annotations"]["summary"].endswith(
+        "; mostly p99_ms: 5.0 sd above this service's normal, rising for 2 min")

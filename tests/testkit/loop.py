@@ -76,6 +76,7 @@ class FakeNotifier:
     def __init__(self, error: Exception | None = None) -> None:
         self.submitted: list = []
         self.adopted: list = []
+        self.refreshed: list = []  # firing episodes with recomputed drivers
         self.forgotten: list[str] = []
         self.error = error
         self.problem: str | None = None  # what a real one says when its disk refuses
@@ -91,6 +92,9 @@ class FakeNotifier:
 
     def adopt(self, transition) -> None:
         self.adopted.append(transition)
+
+    def refresh(self, transitions) -> None:
+        self.refreshed += transitions
 
     def forget(self, services: list[str]) -> None:
         self.forgotten += services
