@@ -65,6 +65,18 @@ class StepResult:
     dependency_late: int = 0  # (window, dependency) pairs scored without the dependency's step
 
 
+class _PreparedScorer:
+    """A topology model's raw windows and context scored as the gate path scores them
+    (`prepare`, then `score_prepared`), for attribution's occluded windows."""
+
+    def __init__(self, model: RiskModel) -> None:
+        self.model = model
+
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        prepared = self.model.prepare(windows)  # type: ignore[attr-defined]
+        return self.model.score_prepared(with_context(prepared, context))  # type: ignore[attr-defined]
+
+
 class Pipeline:
     def __init__(self, config: Config, model: RiskModel | None,
                  alerting: AlertingConfig | None = None,
@@ -255,7 +267,8 @@ class Pipeline:
         """Drivers for this step's firings and due refreshes: one batched model call."""
         assert self.attributor is not None and self.model is not None
         rows = [j for j, _, _ in explain]
-        drivers = self.attributor.explain(self.model, values[rows], risks[rows],
+        scorer = _PreparedScorer(self.model) if self._uses_topology() else self.model
+        drivers = self.attributor.explain(scorer, values[rows], risks[rows],
                                           None if context is None else context[rows])
         for (j, index, state), found in zip(explain, drivers, strict=True):
             if state is None:
