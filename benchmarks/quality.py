@@ -85,6 +85,7 @@ def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
     file, then the figures (imported here so that the parent stays light)."""
     from sentinel.config.load import load_config
     from sentinel.training import quality
+    from sentinel.training.train import label_sources
 
     work = Path(unit["work"])
     work.mkdir(parents=True, exist_ok=True)
@@ -95,7 +96,7 @@ def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
     summary = cli("train", work, "train", "--config", str(config_path), "--history",
                   *map(str, train_paths), "--out", str(work / "model"))
     train_seconds = time.monotonic() - started
-    train_series = quality.labelled_series(train_paths, config)
+    train_series = quality.labelled_series(train_paths, config, label_sources(config))
     results = []
     for name, test_path in tests:
         t0 = time.monotonic()
@@ -154,15 +155,46 @@ def prepare_asd(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], lis
     history, train, test = work / "history.jsonl", work / "incidents-train.jsonl", work / "test.jsonl"
     with gzip.open(data / "history.jsonl.gz", "rt", encoding="utf-8") as src, history.open("w") as dst:
         shutil.copyfileobj(src, dst)
+    flags: dict[str, list[tuple[int, float]]] = {}
     with (gzip.open(data / "incidents.jsonl.gz", "rt", encoding="utf-8") as src,
           train.open("w") as to_train, test.open("w") as to_test):
         for line in src:
-            ts = json.loads(line)["ts"]
-            if ts < cut:
+            sample = json.loads(line)
+            ts = sample["ts"]
+            if ts < cut and unit.get("asd_labels") == "incidents":
+                # the learning half without its `incident` metric: the incidents file labels it
+                flags.setdefault(sample["service"], []).append(
+                    (ts, sample["metrics"].pop("incident")))
+                to_train.write(json.dumps(sample) + "\n")
+            elif ts < cut:
                 to_train.write(line)
             if ts >= test_from:
                 to_test.write(line)
+    if unit.get("asd_labels") == "incidents":
+        config_path = asd_incidents_config(work, base, unit["extra"], flags, config.step_seconds)
     return config_path, [history, train], [("held-out", test)]
+
+
+ASD_LABELLED_FROM_TS = 1702512000  # the first ts of ASD's labelled period (its README)
+
+
+def asd_incidents_config(work: Path, base: dict[str, Any], extra: dict[str, Any],
+                         flags: dict[str, list[tuple[int, float]]], step_seconds: int) -> Path:
+    """ASD with incident labels only: its `incident` flag of the learning half written as an
+    incidents file (one record per run of flagged steps), and a config that trains on it
+    (training.labels: incidents) instead of the failure rule."""
+    import numpy as np
+
+    from sentinel.training.incidents import incidents_from_metric, write_incidents_csv
+
+    rows = sorted((service, np.array([t for t, _ in points]), np.array([f for _, f in points]))
+                  for service, points in flags.items())
+    path = work / "incidents.csv"
+    count = write_incidents_csv(incidents_from_metric(rows, step_seconds), path)
+    log(f"c asd: {count} incidents written to {path} from the `incident` flag before the cut")
+    labels = {"training": {"labels": "incidents", "incidents": str(path),
+                           "incidents_from": ASD_LABELLED_FROM_TS}}
+    return write_config(work / "config.yaml", base, merge(extra, labels))
 
 
 PREPARE = {"a": prepare_sim, "b": prepare_world, "c": prepare_asd}
@@ -181,7 +213,8 @@ def units(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[d
             out += [{**common, "set": "b", "name": f"world{w}", "world": w,
                      "work": str(work / f"b-{w}")} for w in worlds]
         elif name == "c":
-            out.append({**common, "set": "c", "name": "asd", "asd": str(args.asd),
+            out.append({**common, "set": "c", "name": f"asd-{args.asd_labels}",
+                        "asd": str(args.asd), "asd_labels": args.asd_labels,
                         "report_from_ts": ASD_REPORT_FROM_TS, "work": str(work / "c")})
         else:
             raise SystemExit(f"--sets: unknown data set {name!r} (a, b or c)")
@@ -335,6 +368,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worlds", default="101,102,103,104,105", help="(b) world seeds")
     p.add_argument("--asd", type=Path, default=ROOT.parent / "shared" / "data" / "asd",
                    help="(c) the ASD data directory")
+    p.add_argument("--asd-labels", choices=["rule", "incidents"], default="rule",
+                   help="(c) train on the `incident` rule (default) or on an incidents file "
+                        "derived from it, the metric removed from the training data")
     p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
     p.add_argument("--extra-config", type=Path, help="YAML merged into every config")
     p.add_argument("--work", type=Path, help="keep data, models and logs here")

@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from sentinel.errors import SentinelError
@@ -73,11 +74,29 @@ def _simulate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from sentinel.config.load import load_config
     from sentinel.training.backtest import json_text
-    from sentinel.training.train import train
+    from sentinel.training.train import label_sources, train
 
-    summary = train(load_config(args.config), args.history, Path(args.out))
+    config = load_config(args.config)
+    if args.labels is not None:
+        config = replace(config, training=replace(config.training, labels=args.labels))
+    if args.incidents_from is not None:
+        config = replace(config, training=replace(config.training,
+                                                  incidents_from=_instant(args.incidents_from)))
+    feedback = ()
+    if args.feedback:
+        from sentinel.daemon.feedback_store import read_feedback
+
+        feedback = read_feedback(Path(args.feedback))
+    summary = train(config, args.history, Path(args.out),
+                    sources=label_sources(config, args.incidents, feedback))
     print(json_text(summary))  # strict JSON: a figure that cannot be computed is null
     return 0
+
+
+def _instant(text: str) -> float:
+    from sentinel.config.load import parse_instant as read
+
+    return read(float(text) if text.replace(".", "", 1).isdigit() else text, "--incidents-from")
 
 
 def _backtest(args: argparse.Namespace) -> int:
@@ -162,7 +181,8 @@ def _models(args: argparse.Namespace) -> int:
             print(f"{'*' if v.current else ' '} {v.version}  trained on "
                   f"{facts['first_ts']}..{facts['last_ts']}  validation pr_auc "
                   f"{facts['pr_auc']} early_recall {facts['early_recall']}  static baseline "
-                  f"early_recall {facts['baseline_early_recall']} ({verdict})")
+                  f"early_recall {facts['baseline_early_recall']} ({verdict})  labels "
+                  f"{facts['labels']}  feedback used {_feedback_words(facts['feedback'])}")
         return 0
     if args.action == "promote":
         source = Path(args.version)
@@ -176,17 +196,40 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feedback_words(used: object) -> str:
+    if not isinstance(used, dict):
+        return "none (trained before feedback existed)"
+    return (f"{used.get('false_alarm', 0)} false alarm(s), {used.get('confirmed', 0)} "
+            f"confirmed ({used.get('windows', 0)} windows)")
+
+
+def _feedback(args: argparse.Namespace) -> int:
+    """`sentinel feedback`: an operator's verdict on an alert episode, for the next training."""
+    import time
+
+    from sentinel.config.load import load_config
+    from sentinel.daemon.feedback_store import make_feedback, record_feedback
+
+    config = load_config(args.config)
+    item = make_feedback(args.episode, "false_alarm" if args.false_alarm else "confirmed",
+                         args.note)
+    print(json.dumps(record_feedback(Path(config.state.dir), item, time.time())))
+    return 0
+
+
 def _version_facts(metadata: dict | None) -> dict[str, object]:
     if metadata is None:
         return {"first_ts": None, "last_ts": None, "pr_auc": None, "early_recall": None,
-                "baseline_early_recall": None, "better": None, "error": "metadata.json unreadable"}
+                "baseline_early_recall": None, "better": None, "feedback": None, "labels": None,
+                "error": "metadata.json unreadable"}
     training = metadata.get("training", {})
     overall = metadata.get("validation", {}).get("overall", {})
     skill = metadata.get("skill") or {}
     return {"first_ts": training.get("first_ts"), "last_ts": training.get("last_ts"),
             "pr_auc": overall.get("pr_auc"), "early_recall": overall.get("early_recall"),
             "baseline_early_recall": skill.get("baseline_early_recall"),
-            "better": skill.get("better")}
+            "better": skill.get("better"), "feedback": training.get("feedback"),
+            "labels": (training.get("labels") or {}).get("mode", "rule")}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -222,6 +265,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", required=True, help="the config (YAML) to train for")
     p.add_argument("--history", required=True, nargs="+", help="JSONL files or directories")
     p.add_argument("--out", required=True, help="model directory to write")
+    p.add_argument("--incidents", help="incident history (CSV or JSONL of service, start, end"
+                                       "[, cause]) labelling failures; default: training.incidents")
+    p.add_argument("--labels", choices=["rule", "incidents", "both"],
+                   help="failure events from the failure rule, the incidents or both "
+                        "(default: training.labels, itself 'rule')")
+    p.add_argument("--incidents-from", help="the incident history is complete from this time "
+                                            "(Unix seconds or RFC 3339; default: training.incidents_from)")
+    p.add_argument("--feedback", help="operator feedback file (<state.dir>/feedback.jsonl, "
+                                      "written by `sentinel feedback`) to train with")
     p.set_defaults(handler=_train)
 
     p = sub.add_parser("backtest", help="replay data through the daemon's code path and grade it")
@@ -256,6 +308,19 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="directory: one JSONL file per chunk")
     p.add_argument("--chunk", default="6h", help="time range per query_range request (default 6h)")
     p.set_defaults(handler=_backfill)
+
+    p = sub.add_parser("feedback", help="mark an alert episode a false alarm or confirm it; "
+                                        "the next training (and retraining) learns from it")
+    p.add_argument("--config", required=True, help="the daemon's config: the verdict goes to "
+                                                  "<state.dir>/feedback.jsonl")
+    p.add_argument("--episode", required=True,
+                   help="<service>@<startsAt>: the alert's service label and startsAt (RFC 3339 "
+                        "or Unix seconds), as in its `episode` annotation")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--false-alarm", action="store_true", help="no failure followed")
+    verdict.add_argument("--confirmed", action="store_true", help="a real problem followed")
+    p.add_argument("--note", default="", help="free text kept with the verdict")
+    p.set_defaults(handler=_feedback)
 
     p = sub.add_parser("models", help="the model registry under model.path: list versions, "
                                       "promote one, roll back (a running daemon swaps it in)")

@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from sentinel.config.schema import Config
 from sentinel.core.pipeline import Pipeline
 from sentinel.daemon.daemon import Daemon
+from sentinel.daemon.feedback_store import FeedbackEndpoint
 from sentinel.daemon.health import HealthServer, HealthState
 from sentinel.daemon.history_store import HistoryStore
 from sentinel.daemon.hotswap import ModelWatcher
@@ -99,7 +100,8 @@ class App:
         health.set_check("model", model is not None,
                          f"version {model.version} from {model.path}" if model else
                          f"no model at {config.model.path}: train one with `sentinel train`")
-        server = HealthServer.from_config(config.metrics, registry, health)
+        server = HealthServer.from_config(config.metrics, registry, health, FeedbackEndpoint(
+            Path(config.state.dir), registry, wall_clock))
         security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
         dead_letters = None
         if config.kafka.dead_letter_topic:

@@ -20,6 +20,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 InputFormat = Literal["sentinel", "prometheus-kafka-adapter", "telegraf-json", "otlp-json", "otlp-proto"]
 Aggregation = Literal["sum", "max", "mean"]
 TimestampUnits = Literal["1s", "1ms", "1us", "1ns"]
+Labels = Literal["rule", "incidents", "both"]
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,14 @@ class TrainingConfig:
     # the "auto" alert threshold is the lowest whose false alerts on the validation split
     # stay within this many per service-day
     false_alerts_per_day: float = 0.5
+    # where training's failure events come from: the `failure` rule, an incident history
+    # (`incidents`: CSV or JSONL of service, start, end[, cause]; see sentinel.training.incidents),
+    # or both. The retrainer reads the same file on every run.
+    labels: Labels = "rule"
+    incidents: str | None = None
+    # the incident history is complete from this time on (Unix seconds); with labels
+    # "incidents" the history before it is unlabelled. None: complete for all the history
+    incidents_from: float | None = None
 
 
 @dataclass(frozen=True)

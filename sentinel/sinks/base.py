@@ -17,6 +17,7 @@ from typing import Protocol
 from sentinel.config.schema import BasicAuthConfig
 from sentinel.config.secrets import read_secret
 from sentinel.core.alerts import AlertTransition
+from sentinel.core.incidents import episode_key
 from sentinel.sinks.outbox import Delivery
 from sentinel.tls import client_context
 
@@ -86,6 +87,7 @@ def alert_labels(service: str, severity: str, phase: str = "predicted") -> dict[
 
 
 def alert_annotations(transition: AlertTransition) -> dict[str, str]:
+    """`episode` is the key `sentinel feedback --episode` and POST /feedback take."""
     service, risk, at = transition.service, transition.risk, rfc3339(transition.ts)
     if transition.state == "firing" and transition.phase == "failing":
         summary = f"{service} is failing (its failure rule holds; failure risk {risk:.2f})"
@@ -99,7 +101,8 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
         summary = f"{service} is no longer at risk (failure risk {risk:.2f})"
         description = (f"Sentinel's predicted failure risk for {service} fell below the "
                        f"resolve threshold at {at} (event time): risk {risk:.3f}.")
-    return {"summary": summary, "description": description, "risk": f"{risk:.4f}"}
+    return {"summary": summary, "description": description, "risk": f"{risk:.4f}",
+            "episode": episode_key(service, transition.started_ts)}
 
 
 def basic_authorization(config: BasicAuthConfig | None, key: str) -> dict[str, str]:

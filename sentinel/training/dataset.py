@@ -28,6 +28,7 @@ class WindowSet:
     ts: np.ndarray
     y: np.ndarray
     known: np.ndarray  # the window's failure state is known (see `sentinel.training.history.label`)
+    judged: np.ndarray | None = None  # an operator's verdict relabelled the window (feedback)
 
     def raw(self, config: Config, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), config.window_steps, len(tracked_metrics(config))))
@@ -52,7 +53,10 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
         keep = scorable(views, feature_columns, max_missing)
         steps = steps[keep]
         ts = item.series.ts[steps]
-        parts.append((np.full(len(steps), k), steps, ts, y[keep], steps >= item.labelled_from))
+        judged = (item.feedback[steps] if item.feedback is not None
+                  else np.zeros(len(steps), dtype=bool))
+        parts.append((np.full(len(steps), k), steps, ts, y[keep],
+                      (steps >= item.labelled_from) | judged, judged))
     if not parts:
         raise DataError(f"no scorable window of {w} steps in the history")
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]

@@ -43,6 +43,7 @@ import numpy as np
 from sentinel.config.schema import Config
 from sentinel.core.alerts import AlertTransition
 from sentinel.core.features import tracked_metrics
+from sentinel.core.incidents import LabelSources
 from sentinel.core.labels import FailureEvent
 from sentinel.training.evaluate import average_precision, replay_alerts
 from sentinel.training.history import Labelled, label, read_series
@@ -145,18 +146,23 @@ class RobustScale:
         return (values - median) / self.scale.get(service, self.pooled_scale)
 
 
-def labelled_series(paths: Iterable[str | Path], config: Config) -> dict[str, Labelled]:
-    """Every service's series with its events, as `sentinel train` reads and labels them."""
+def labelled_series(paths: Iterable[str | Path], config: Config,
+                    sources: LabelSources | None = None) -> dict[str, Labelled]:
+    """Every service's series with its events, as `sentinel train` reads and labels them
+    (with `sources`: from incidents too, as `training.labels` says)."""
     series, _ = read_series(list(paths), config)
-    return {s: label(x, config) for s, x in series.items()}
+    return {s: label(x, config, sources) for s, x in series.items()}
 
 
 def truth_of(config: Config, item: Labelled, report_from_ts: int | None = None) -> Truth | None:
-    """The service's events and labelled span: where any failure-rule metric was observed,
-    from `report_from_ts` less one window and one horizon on; None when nothing is labelled."""
+    """The service's events and labelled span: where any failure-rule metric was observed (or,
+    where none is, from the first step an incident history labels), from `report_from_ts`
+    less one window and one horizon on; None when nothing is labelled."""
     metrics = tracked_metrics(config)
     columns = [metrics.index(c.metric) for c in config.failure.conditions]
     known = np.flatnonzero((~np.isnan(item.series.values[:, columns])).any(axis=1))
+    if not len(known):  # labelled by incidents alone (training.labels: incidents)
+        known = np.arange(item.labelled_from, len(item.series.values))
     if not len(known):
         return None
     ts = item.series.ts
