@@ -9,7 +9,7 @@ file, and both therefore produce the same alerts for the same stream.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,16 +18,25 @@ import numpy as np
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertMachine, AlertTransition
 from sentinel.core.buckets import Bucket, Bucketer
+from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import rule_state
 from sentinel.core.samples import Sample
-from sentinel.core.windows import WindowStore, max_missing_steps, scorable
+from sentinel.core.windows import Window, WindowStore, max_missing_steps, scorable
 
 
 class RiskModel(Protocol):
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        """(n, window_steps, n_metrics) raw windows -> risk in [0, 1] per window, one call."""
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        """(n, window_steps, n_metrics) raw windows and their context channels (n,
+        window_steps, k) or None -> risk in [0, 1] per window, one call."""
         ...
+
+
+def context_layout(model: RiskModel | None) -> ContextLayout:
+    """The context channels a model expects (`sentinel.core.context`); none for a model
+    that does not say (the static baseline, test fakes, models from before)."""
+    layout = getattr(model, "context", None)
+    return layout if isinstance(layout, ContextLayout) else ContextLayout()
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,11 +58,14 @@ class StepResult:
 
 class Pipeline:
     def __init__(self, config: Config, model: RiskModel | None,
-                 alerting: AlertingConfig | None = None) -> None:
+                 alerting: AlertingConfig | None = None,
+                 context: Mapping[str, ContextProvider] | None = None) -> None:
         """`alerting` has concrete thresholds (`AlertingConfig.resolved`); default: the config's
-        with "auto" taken as 0.5."""
+        with "auto" taken as 0.5. `context`: the configured context providers by name; a
+        model gets the channels it records from them (neutral ones from a missing provider)."""
         self.config = config
         self.model = model
+        self.context = dict(context or {})
         self.metrics = tracked_metrics(config)
         self.bucketer = Bucketer(self.metrics, config.step_seconds,
                                  config.stream.allowed_lateness_seconds)
@@ -99,13 +111,15 @@ class Pipeline:
         result.batch_size = int(ok.sum())
         if not result.batch_size:
             return result
-        risks = self.model.score(stacked[ok])
+        kept_windows = [w for w, keep in zip(windows, ok, strict=True) if keep]
+        context = self._context(kept_windows)
+        risks = (self.model.score(stacked[ok]) if context is None
+                 else self.model.score(stacked[ok], context))
         holding, failed = rule_state(stacked[ok], self.metrics, self.config.failure,
                                      self.config.failure_for_steps)
         # buckets come per service in ts order, so the alert machine sees each service's
         # steps in order, as it would one poll at a time
-        kept = (w for w, keep in zip(windows, ok, strict=True) if keep)
-        for window, risk, hold, fail in zip(kept, risks, holding, failed, strict=True):
+        for window, risk, hold, fail in zip(kept_windows, risks, holding, failed, strict=True):
             score = Score(window.service, window.ts, float(risk))
             result.scores.append(score)
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
@@ -113,3 +127,12 @@ class Pipeline:
             if transition is not None:
                 result.transitions.append(transition)
         return result
+
+    def _context(self, windows: list[Window]) -> np.ndarray | None:
+        layout = context_layout(self.model)
+        if not layout.providers:
+            return None
+        batch = ContextBatch(tuple(w.service for w in windows),
+                             np.array([w.ts for w in windows], np.int64),
+                             self.config.step_seconds, self.config.window_steps)
+        return layout.build(batch, self.context)

@@ -2,8 +2,10 @@
 
 A model directory holds ``model.weights.h5`` (weights only), ``scaler.json``,
 ``metadata.json`` (feature names and order with their transforms, step, window, horizon,
-training range, validation figures, version) and ``checksums.json`` (SHA-256 of the three),
-written to a temporary directory and renamed into place (`sentinel.atomic.atomic_dir`).
+training range, validation figures, version, and the context channels the model expects:
+``context`` / ``context_channels``, see `sentinel.core.context`) and ``checksums.json``
+(SHA-256 of the three), written to a temporary directory and renamed into place
+(`sentinel.atomic.atomic_dir`).
 The architecture lives in `sentinel.training.keras_model.build_model`; loading reads the
 weights as plain arrays (h5py) into it, so nothing from the artifact is ever executed.
 Serving uses `sentinel.model.fastlstm.FastScorer` (ONNX Runtime or NumPy: no TensorFlow in
@@ -25,6 +27,7 @@ from typing import Any
 
 from sentinel.atomic import atomic_dir
 from sentinel.config.schema import AlertingConfig, Config
+from sentinel.core.context import ContextLayout
 from sentinel.core.features import Scaler
 from sentinel.errors import ModelError
 from sentinel.model.fastlstm import FastScorer, WindowScorer, read_weights
@@ -133,13 +136,15 @@ def load_model(path: str | Path, config: Config, runtime: str | None = None) -> 
                              f"{len(config.features)} features make {expected}")
         units = tuple(metadata["lstm_units"])
         units = (int(units[0]), int(units[1]))
+        context = ContextLayout.from_metadata(metadata)
+        inputs = scaler.inputs + context.width
         if runtime == "tensorflow":
             from sentinel.training.keras_model import build_model
 
-            keras_model = build_model(config.window_steps, scaler.inputs, units)
+            keras_model = build_model(config.window_steps, inputs, units)
             keras_model.load_weights(path / WEIGHTS)
         else:
-            weights = read_weights(path / WEIGHTS, scaler.inputs, units)
+            weights = read_weights(path / WEIGHTS, inputs, units)
     except ModelError as exc:
         raise ModelError(f"model {path}: {exc}") from exc
     except Exception as exc:  # h5py/keras raise a zoo of types for a bad file
@@ -147,5 +152,6 @@ def load_model(path: str | Path, config: Config, runtime: str | None = None) -> 
     if runtime == "tensorflow":
         from sentinel.training.keras_model import Scorer
 
-        return LoadedModel(path, metadata, Scorer(keras_model, scaler, config))
-    return LoadedModel(path, metadata, FastScorer(weights, scaler, config, runtime))
+        return LoadedModel(path, metadata, Scorer(keras_model, scaler, config, context))
+    return LoadedModel(path, metadata, FastScorer(weights, scaler, config, runtime,
+                                                  context=context))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from sentinel.config.schema import Config
+from sentinel.core.context import ContextLayout, with_context
 from sentinel.core.features import Scaler
 from sentinel.errors import ModelError
 
@@ -224,22 +225,37 @@ def as_risk(raw: np.ndarray) -> np.ndarray:
 
 
 class WindowScorer:
-    """What every scorer shares: raw windows -> scaled input -> risks. Subclasses set
-    `config`, `scaler` and `runtime` and implement `score_prepared`."""
+    """What every scorer shares: raw windows -> scaled input (+ context channels) -> risks.
+    Subclasses set `config`, `scaler`, `runtime` and `context` (the channels the model
+    records, `sentinel.core.context`) and implement `score_prepared`."""
 
     config: Config
     scaler: Scaler
     runtime: str
+    context: ContextLayout = ContextLayout()
+
+    @property
+    def inputs(self) -> int:
+        """The model's input width: the prepared features, then the context channels."""
+        return self.scaler.inputs + self.context.width
 
     def prepare(self, windows: np.ndarray) -> np.ndarray:
-        """Raw windows (n, steps, n_metrics) -> scaled model input (n, steps, n_features)."""
+        """Raw windows (n, steps, n_metrics) -> scaled own inputs (n, steps, scaler.inputs)."""
         return self.scaler.prepare(windows, self.config.features)
 
     def score_prepared(self, x: np.ndarray) -> np.ndarray:
+        """(n, steps, inputs) model input, context channels included -> risks."""
         raise NotImplementedError
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
-        return self.score_prepared(self.prepare(windows))
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        """Raw windows, and their context (n, steps, context.width); a model that records
+        context channels gets neutral ones when `context` is None."""
+        prepared = self.prepare(windows)
+        if context is None:
+            context = self.context.neutral(len(prepared), prepared.shape[1])
+        elif not self.context.providers:
+            context = None  # a model from before context channels: its own windows only
+        return self.score_prepared(with_context(prepared, context))
 
 
 class FastScorer(WindowScorer):
@@ -258,9 +274,10 @@ class FastScorer(WindowScorer):
 
     def __init__(self, weights: LstmWeights, scaler: Scaler, config: Config,
                  runtime: str | None = None, threads: int = 0, chunk: int = 512,
-                 onnx_chunk: int = 256) -> None:
+                 onnx_chunk: int = 256, context: ContextLayout | None = None) -> None:
         self.config = config
         self.scaler = scaler
+        self.context = context or ContextLayout()
         self.weights = weights
         self.runtime = runtime or available_runtimes()[0]
         self.chunk, self.onnx_chunk = chunk, onnx_chunk

@@ -32,7 +32,7 @@ class StaticThreshold:
     threshold: float
     op: str = ">="
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
         return fires(windows[:, -1, self.column], self.op, self.threshold)
 
 

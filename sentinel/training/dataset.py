@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sentinel.config.schema import Config
+from sentinel.core.context import ContextBatch
 from sentinel.core.features import tracked_metrics
 from sentinel.core.windows import max_missing_steps, scorable
 from sentinel.errors import DataError
@@ -37,6 +38,12 @@ class WindowSet:
             end = self.step_index[row] + 1
             out[i] = values[end - config.window_steps: end]
         return out
+
+    def batch(self, config: Config, rows: np.ndarray) -> ContextBatch:
+        """The rows as context providers see them (`sentinel.core.context`)."""
+        return ContextBatch(tuple(self.labelled[k].series.service for k in self.series_index[rows]),
+                            self.ts[rows].astype(np.int64), config.step_seconds,
+                            config.window_steps)
 
 
 def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from sentinel.config.schema import Config
+from sentinel.core.context import ContextLayout
 from sentinel.core.features import Scaler
 from sentinel.model.fastlstm import WindowScorer, as_risk
 
@@ -41,12 +42,14 @@ class Scorer(WindowScorer):
 
     runtime = "tensorflow"
 
-    def __init__(self, keras_model: Any, scaler: Scaler, config: Config) -> None:
+    def __init__(self, keras_model: Any, scaler: Scaler, config: Config,
+                 context: ContextLayout | None = None) -> None:
         import tensorflow as tf
 
         self.config = config
         self.scaler = scaler
-        spec = tf.TensorSpec((None, config.window_steps, scaler.inputs), tf.float32)
+        self.context = context or ContextLayout()
+        spec = tf.TensorSpec((None, config.window_steps, self.inputs), tf.float32)
         self._call = tf.function(lambda x: keras_model(x, training=False),
                                  input_signature=[spec], reduce_retracing=True)
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from sentinel.config.schema import AlertingConfig, Config
+from sentinel.core.context import ContextLayout, ContextProvider, with_context
 from sentinel.core.features import Scaler, tracked_metrics
 from sentinel.core.incidents import Feedback, LabelSources, feedback_span
 from sentinel.errors import DataError
@@ -116,14 +117,22 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     before_cut = np.flatnonzero(windows.ts < cut - config.horizon_seconds)
     sample = before_cut[:: max(1, len(before_cut) // SCALER_WINDOWS)]
     scaler = Scaler.fit_raw(windows.raw(config, sample), config.features)
-    x_fit = scaler.prepare(windows.raw(config, fit_rows), config.features)
+    providers = training_context(config, windows, scaler)
+    layout = ContextLayout.of({name: p.channels() for name, p in providers.items()})
+
+    def model_input(rows: np.ndarray) -> np.ndarray:
+        prepared = scaler.prepare(windows.raw(config, rows), config.features)
+        return with_context(prepared, layout.build(windows.batch(config, rows), providers))
+
+    x_fit = model_input(fit_rows)
     y_fit = windows.y[fit_rows].astype(np.float32)
-    x_val = scaler.prepare(windows.raw(config, val_rows), config.features)
+    x_val = model_input(val_rows)
     y_val = windows.y[val_rows]
     labelled_val = ~np.isnan(y_val)  # windows inside a failure: scored, never a target
 
     keras.utils.set_random_seed(cfg.seed)
-    model = build_model(config.window_steps, scaler.inputs, cfg.lstm_units, cfg.dropout)
+    model = build_model(config.window_steps, scaler.inputs + layout.width, cfg.lstm_units,
+                        cfg.dropout)
     model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
                   metrics=[keras.metrics.AUC(curve="PR", name="pr_auc")])
     # Class imbalance: the negatives are thinned by the stride, and positives weigh the square
@@ -142,7 +151,7 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
 
     if no_skill:
         model.set_weights([np.zeros_like(w) for w in model.get_weights()])
-    scorer = Scorer(model, scaler, config)
+    scorer = Scorer(model, scaler, config, layout)
     val_risk = scorer.score_prepared(x_val)
     operating_threshold, validation = choose_threshold(config, windows, val_rows, val_risk)
     baseline = tune_baseline(config, windows, np.flatnonzero(
@@ -158,6 +167,7 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
         **schema_of(config),
         "metrics": list(tracked_metrics(config)),
         "lstm_units": list(cfg.lstm_units),
+        **(layout.to_metadata() if layout.providers else {}),
         "training": {"first_ts": first, "last_ts": last, "validation_from_ts": int(cut),
                      "windows": len(fit_rows), "positives": len(positives),
                      "epochs": len(history_cb.history["loss"]), "seed": cfg.seed,
@@ -191,6 +201,14 @@ def feedback_used(config: Config, sources: LabelSources, windows: WindowSet,
         if ((ts >= first) & (ts <= last)).any():
             used[item.verdict] += 1
     return {**used, "windows": len(rows)}
+
+
+def training_context(config: Config, windows: WindowSet, scaler: Scaler
+                     ) -> dict[str, ContextProvider]:
+    """The context providers (`sentinel.core.context`) the model trains with, by name: the
+    ones the config sets up, built on the training data itself, so that training computes
+    the same channels as the pipeline does live and in a backtest."""
+    return {}
 
 
 def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any],

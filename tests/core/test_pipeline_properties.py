@@ -37,7 +37,7 @@ class CheckingModel:
         self.scaler = Scaler((0.0, 5.0, 0.01), (1.0, 2.0, 0.05))
         self.windows_seen = 0
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
         x = self.scaler.apply(transform(windows, CONFIG.features))
         assert np.isfinite(x).all(), "a non-finite value reached the model"
         self.windows_seen += len(windows)

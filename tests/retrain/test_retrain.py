@@ -815,7 +815,8 @@ def test_a_false_alarm_marked_on_the_daemon_is_learned_by_the_next_retrain(
     near = [t.ts for t in after if t.service == target.service
             and abs(t.ts - target.ts) <= config.horizon_seconds]
     with capsys.disabled():
-        print(f"\nfeedback round trip at threshold {alerting.threshold:.3f}: {len(before)} firings ({len(marked)} false alarms) before, "
+        print(f"\nfeedback round trip at threshold {alerting.threshold:.3f}: {len(before)} "
+              f"firings ({len(marked)} false alarms) before, "
               f"{len(after)} ({len(false_alarms(after))}) after; the marked one at "
               f"{target.ts} ({target.service}): after it, {near or 'no firing'} within one horizon")
     assert all(ts > target.ts for ts in near)  # gone, or later

@@ -37,7 +37,7 @@ class FixedRisk:
     def __init__(self, risk: float) -> None:
         self.risk = risk
 
-    def score(self, windows: np.ndarray) -> np.ndarray:
+    def score(self, windows: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
         return np.full(len(windows), self.risk)
 
 
