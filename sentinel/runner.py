@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from sentinel.config.schema import Config
 from sentinel.core.pipeline import Pipeline
 from sentinel.daemon.daemon import Daemon
+from sentinel.daemon.calendar_source import LiveCalendar
 from sentinel.daemon.feedback_store import FeedbackEndpoint
 from sentinel.daemon.health import HealthServer, HealthState
 from sentinel.daemon.history_store import HistoryStore
@@ -79,6 +80,7 @@ class App:
         self.config, self.daemon, self.notifier = config, daemon, notifier
         self.server, self.dead_letters = server, dead_letters
         self.history, self.retrainer = history, retrainer
+        self.calendar: LiveCalendar | None = None
 
     @classmethod
     def create(cls, config: Config, registry: CollectorRegistry | None = None,
@@ -92,8 +94,11 @@ class App:
         if model is not None:
             telemetry.set_model(model.version, model_written_ts(model), wall_clock,
                                 model.alerting(config).threshold)
+        security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
+        calendar = LiveCalendar.from_config(config, security)  # ConfigError now for a bad file
         pipeline = Pipeline(config, model.scorer if model else None,
-                            model.alerting(config) if model else None)
+                            model.alerting(config) if model else None,
+                            {"calendar": calendar} if calendar is not None else None)
         notifier = Notifier(config.alerting, config.state.dir, registry=registry)
         stall_after = STALL_FACTOR * max(config.kafka.poll_timeout_seconds, 10.0)
         health = HealthState(stall_after)
@@ -102,7 +107,6 @@ class App:
                          f"no model at {config.model.path}: train one with `sentinel train`")
         server = HealthServer.from_config(config.metrics, registry, health, FeedbackEndpoint(
             Path(config.state.dir), registry, wall_clock))
-        security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
         dead_letters = None
         if config.kafka.dead_letter_topic:
             dead_letters = DeadLetters(config.kafka.bootstrap_servers,
@@ -127,7 +131,9 @@ class App:
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
                         wall_clock=wall_clock, history=history, models=watcher,
                         rebuild_hints=hints)
-        return cls(config, daemon, notifier, server, dead_letters, history, retrainer)
+        app = cls(config, daemon, notifier, server, dead_letters, history, retrainer)
+        app.calendar = calendar
+        return app
 
     def run(self) -> int:
         """Serve until `stop()`: 0 then, 1 after an unexpected error (logged with traceback)."""
@@ -135,6 +141,8 @@ class App:
         self.notifier.start()
         if self.retrainer is not None:
             self.retrainer.start()
+        if self.calendar is not None:
+            self.calendar.start()
         log.info("consuming %s as group %s from %s", self.config.kafka.topic,
                  self.config.kafka.group_id, ",".join(self.config.kafka.bootstrap_servers))
         if self.config.input.format != "sentinel":
@@ -150,6 +158,8 @@ class App:
         finally:
             if self.retrainer is not None:
                 self.retrainer.stop()
+            if self.calendar is not None:
+                self.calendar.stop()
             if self.history is not None:
                 self.history.close()
             if self.dead_letters is not None:

@@ -46,6 +46,7 @@ from sentinel.config.schema import (
     AlertingConfig,
     AlertmanagerConfig,
     BasicAuthConfig,
+    CalendarConfig,
     Center,
     Condition,
     Config,
@@ -381,6 +382,8 @@ _TOP: Spec = {
     "history": _section(HistoryConfig, _HISTORY),
     "retrain": _retrain,
     "input": _section(InputConfig, _INPUT),
+    "calendar": _section(CalendarConfig, {"file": _text, "topic": _text,
+                                          "reload_interval": _duration()}),
 }
 
 

@@ -343,6 +343,32 @@ class InputConfig:
 
 
 @dataclass(frozen=True)
+class SaleEvent:
+    """A planned event (a sale, a campaign): traffic to `services` (None: every service) is
+    expected to be about `multiplier` times the usual over [start_ts, end_ts)."""
+
+    name: str
+    start_ts: float
+    end_ts: float
+    services: tuple[str, ...] | None = None
+    multiplier: float = 1.0
+
+    def applies_to(self, service: str) -> bool:
+        return self.services is None or service in self.services
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    """Planned events as model inputs (sentinel.core.calendar): from a YAML/JSON file
+    (sentinel.config.calendar_file), re-read when it changes, and optionally a compacted
+    Kafka topic keyed by event name (sentinel.daemon.calendar_source)."""
+
+    file: str | None = None
+    topic: str | None = None
+    reload_interval_seconds: float = 10.0  # how often the daemon checks the file for changes
+
+
+@dataclass(frozen=True)
 class Config:
     step_seconds: int
     window_seconds: int
@@ -359,6 +385,7 @@ class Config:
     history: HistoryConfig = field(default_factory=HistoryConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
     source: str = "<memory>"
 
     @property

@@ -33,6 +33,7 @@ class AlertTransition:
     risk: float
     started_ts: int  # event time of the firing that opened the episode
     phase: Phase = "predicted"
+    planned_event: str = ""  # the sale calendar's event in progress at `ts`, if any
 
     @property
     def episode_key(self) -> str:
@@ -40,8 +41,11 @@ class AlertTransition:
         return hashlib.sha256(f"{self.service}\0{self.started_ts}".encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, object]:
-        return {"service": self.service, "state": self.state, "ts": self.ts,
-                "risk": round(self.risk, 6), "phase": self.phase}
+        doc: dict[str, object] = {"service": self.service, "state": self.state, "ts": self.ts,
+                                  "risk": round(self.risk, 6), "phase": self.phase}
+        if self.planned_event:
+            doc["planned_event"] = self.planned_event
+        return doc
 
 
 class ServiceAlertState(NamedTuple):

@@ -10,7 +10,7 @@ file, and both therefore produce the same alerts for the same stream.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -125,8 +125,15 @@ class Pipeline:
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
             if transition is not None:
-                result.transitions.append(transition)
+                result.transitions.append(self._with_planned_event(transition))
         return result
+
+    def _with_planned_event(self, transition: AlertTransition) -> AlertTransition:
+        """Names the sale calendar's event in progress (a provider with `event_at`)."""
+        calendar = self.context.get("calendar")
+        event_at = getattr(calendar, "event_at", None)
+        event = event_at(transition.service, transition.ts) if event_at else None
+        return replace(transition, planned_event=event.name) if event is not None else transition
 
     def _context(self, windows: list[Window]) -> np.ndarray | None:
         layout = context_layout(self.model)

@@ -101,8 +101,13 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
         summary = f"{service} is no longer at risk (failure risk {risk:.2f})"
         description = (f"Sentinel's predicted failure risk for {service} fell below the "
                        f"resolve threshold at {at} (event time): risk {risk:.3f}.")
-    return {"summary": summary, "description": description, "risk": f"{risk:.4f}",
-            "episode": episode_key(service, transition.started_ts)}
+    annotations = {"summary": summary, "description": description, "risk": f"{risk:.4f}",
+                   "episode": episode_key(service, transition.started_ts)}
+    if transition.planned_event:  # the sale calendar had announced this
+        annotations["planned_event"] = transition.planned_event
+        annotations["description"] += (f" A planned event is in progress: "
+                                       f"{transition.planned_event}.")
+    return annotations
 
 
 def basic_authorization(config: BasicAuthConfig | None, key: str) -> dict[str, str]:

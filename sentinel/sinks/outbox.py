@@ -84,7 +84,10 @@ def transition_from_json(raw: object) -> AlertTransition:
     phase = raw.get("phase", "predicted")  # type: ignore[union-attr]
     if phase not in ("predicted", "failing"):
         raise ValueError(f"not an alert transition (phase {phase!r}): {raw!r}")
-    return AlertTransition(service, state, ts, float(risk), started_ts, phase)
+    planned = raw.get("planned_event", "")  # type: ignore[union-attr]
+    if not isinstance(planned, str):
+        raise ValueError(f"not an alert transition (planned_event {planned!r}): {raw!r}")
+    return AlertTransition(service, state, ts, float(risk), started_ts, phase, planned)
 
 
 def _is_int(value: object) -> bool:

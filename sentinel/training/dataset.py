@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sentinel.config.calendar_file import read_calendar
 from sentinel.config.schema import Config
-from sentinel.core.context import ContextBatch
+from sentinel.core.calendar import CalendarProvider
+from sentinel.core.context import ContextBatch, ContextProvider
 from sentinel.core.features import tracked_metrics
 from sentinel.core.windows import max_missing_steps, scorable
 from sentinel.errors import DataError
@@ -44,6 +46,15 @@ class WindowSet:
         return ContextBatch(tuple(self.labelled[k].series.service for k in self.series_index[rows]),
                             self.ts[rows].astype(np.int64), config.step_seconds,
                             config.window_steps)
+
+
+def offline_context(config: Config) -> dict[str, ContextProvider]:
+    """The context providers the config sets up, as training and backtests use them (fixed
+    for the run): the sale calendar's file (`calendar.file`) when there is one."""
+    providers: dict[str, ContextProvider] = {}
+    if config.calendar.file is not None:
+        providers["calendar"] = CalendarProvider(read_calendar(config.calendar.file))
+    return providers
 
 
 def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:

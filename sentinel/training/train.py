@@ -23,7 +23,7 @@ from sentinel.core.incidents import Feedback, LabelSources, feedback_span
 from sentinel.errors import DataError
 from sentinel.model.artifact import save_model, schema_of
 from sentinel.training.baseline import tune_baseline
-from sentinel.training.dataset import WindowSet, labelled_windows
+from sentinel.training.dataset import WindowSet, labelled_windows, offline_context
 from sentinel.training.evaluate import Coverage, average_precision, evaluate, replay_alerts
 from sentinel.training.history import Labelled, label, read_series
 from sentinel.training.incidents import read_incidents
@@ -208,7 +208,7 @@ def training_context(config: Config, windows: WindowSet, scaler: Scaler
     """The context providers (`sentinel.core.context`) the model trains with, by name: the
     ones the config sets up, built on the training data itself, so that training computes
     the same channels as the pipeline does live and in a backtest."""
-    return {}
+    return offline_context(config)
 
 
 def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any],
