@@ -30,8 +30,8 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from sentinel.config.schema import Config
 from sentinel.core.pipeline import Pipeline
-from sentinel.daemon.daemon import Daemon
 from sentinel.daemon.calendar_source import LiveCalendar
+from sentinel.daemon.daemon import Daemon
 from sentinel.daemon.feedback_store import FeedbackEndpoint
 from sentinel.daemon.health import HealthServer, HealthState
 from sentinel.daemon.history_store import HistoryStore
