@@ -75,9 +75,17 @@ def cli(label: str, work: Path, *args: str) -> dict[str, Any] | None:
 
 
 def simulate(work: Path, out: Path, services: int, days: float, seed: int) -> Path:
-    cli(f"simulate-{seed}", work, "simulate", "--services", str(services), "--days", str(days),
-        "--seed", str(seed), "--out", str(out))
+    summary = cli(f"simulate-{seed}", work, "simulate", "--services", str(services), "--days",
+                  str(days), "--seed", str(seed), "--out", str(out), "--calendar-out",
+                  str(work / f"calendar-{seed}.yaml"))
+    (work / f"summary-{seed}.json").write_text(json.dumps(summary))
     return out
+
+
+def sales_of(work: Path, seed: int) -> list[tuple[float, bool]]:
+    """(start_ts, announced) of each sale the simulator scheduled for `seed`."""
+    summary = json.loads((work / f"summary-{seed}.json").read_text())
+    return [(s["start_ts"], s["announced"]) for s in summary["sale_schedule"]]
 
 
 def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
@@ -98,18 +106,20 @@ def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
     train_seconds = time.monotonic() - started
     train_series = quality.labelled_series(train_paths, config, label_sources(config))
     results = []
-    for name, test_path in tests:
+    for name, test_path, *more in tests:
+        options = more[0] if more else {}
         t0 = time.monotonic()
         out = work / f"backtest-{name}"
         out.mkdir(exist_ok=True)
-        cli(f"backtest-{name}", work, "backtest", "--config", str(config_path), "--model",
+        test_config = options.get("config", config_path)  # e.g. with the test data's calendar
+        cli(f"backtest-{name}", work, "backtest", "--config", str(test_config), "--model",
             str(work / "model"), "--data", str(test_path), "--alerts", str(out / "alerts.jsonl"),
             "--scores", str(out / "scores.csv"), "--report", str(out / "report.json"))
         report = json.loads((out / "report.json").read_text())
         figures = quality.assess(
             config, train_series, quality.labelled_series([test_path], config),
             quality.read_scores(out / "scores.csv"), quality.read_alerts(out / "alerts.jsonl"),
-            report["alert_thresholds"]["fire"], unit.get("report_from_ts"))
+            report["alert_thresholds"]["fire"], unit.get("report_from_ts"), options.get("sales"))
         log(f"{unit['set']} {unit['name']} test {name}: graded ({time.monotonic() - t0:.0f} s)")
         results.append({"set": unit["set"], "train": unit["name"], "test": name,
                         "train_seconds": round(train_seconds, 1),
@@ -126,11 +136,19 @@ def prepare_sim(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], lis
     quick = unit["quick"]
     services, train_days, test_days = (2, 1, 1) if quick else (6, 4, 2)
     base = yaml.safe_load((CONFIGS / "sim.yaml").read_text())
-    config = write_config(work / "config.yaml", base, unit["extra"])
     train = simulate(work, work / "train.jsonl", services, train_days, 1)
     tests = [(f"seed{s}", simulate(work, work / f"test-{s}.jsonl", services, test_days, s))
              for s in unit["seeds"]]
-    return config, [train], tests
+
+    def calendar(seed: int) -> dict[str, Any]:  # the announced sales as the model's input
+        return {"calendar": {"file": str(work / f"calendar-{seed}.yaml")}} if unit.get(
+            "calendar") else {}
+
+    config = write_config(work / "config.yaml", base, merge(unit["extra"], calendar(1)))
+    return config, [train], [
+        (name, path, {"sales": sales_of(work, seed), "config": write_config(
+            work / f"config-{seed}.yaml", base, merge(unit["extra"], calendar(seed)))})
+        for (name, path), seed in zip(tests, unit["seeds"], strict=True)]
 
 
 def prepare_world(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], list[tuple[str, Path]]]:
@@ -207,7 +225,8 @@ def units(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[d
     out = []
     for name in args.sets.split(","):
         if name == "a":
-            out.append({**common, "set": "a", "name": "sim-seed1", "seeds": seeds,
+            out.append({**common, "set": "a", "seeds": seeds, "calendar": args.calendar,
+                        "name": "sim-seed1-calendar" if args.calendar else "sim-seed1",
                         "work": str(work / "a")})
         elif name == "b":
             out += [{**common, "set": "b", "name": f"world{w}", "world": w,
@@ -368,6 +387,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worlds", default="101,102,103,104,105", help="(b) world seeds")
     p.add_argument("--asd", type=Path, default=ROOT.parent / "shared" / "data" / "asd",
                    help="(c) the ASD data directory")
+    p.add_argument("--calendar", action="store_true",
+                   help="(a) the model gets the simulator's sale calendar (announced sales; a "
+                        "quarter are unannounced promotions) as context channels")
     p.add_argument("--asd-labels", choices=["rule", "incidents"], default="rule",
                    help="(c) train on the `incident` rule (default) or on an incidents file "
                         "derived from it, the metric removed from the training data")

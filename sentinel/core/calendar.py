@@ -61,7 +61,7 @@ def _channels(t: np.ndarray, events: list[SaleEvent]) -> np.ndarray:
                      np.inf)
     behind = np.where(upcoming > 0, t - starts[np.maximum(upcoming - 1, 0)], np.inf)
     in_event = np.zeros(t.shape, bool)
-    multiplier = np.where(ahead <= LOOKAHEAD_SECONDS,
+    multiplier = np.where(ahead < LOOKAHEAD_SECONDS,
                           log_multipliers[np.minimum(upcoming, len(starts) - 1)], 0.0)
     running = np.full(t.shape, -np.inf)
     for event, log_m in zip(events, log_multipliers, strict=True):
