@@ -198,6 +198,69 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calendar(args: argparse.Namespace) -> int:
+    """`sentinel calendar list|add|remove`: the planned events of calendar.file / calendar.topic."""
+    from sentinel.atomic import write_atomic
+    from sentinel.config.calendar_file import (
+        calendar_text,
+        event_document,
+        parse_event,
+        read_calendar,
+    )
+    from sentinel.config.load import load_config
+    from sentinel.daemon.calendar_source import publish, read_topic
+    from sentinel.daemon.kafka_io import client_security
+
+    config = load_config(args.config)
+    cfg = config.calendar
+    if cfg.file is None and cfg.topic is None:
+        raise SentinelError(f"{args.config} sets neither calendar.file nor calendar.topic")
+    security = client_security(config.kafka) if cfg.topic else None
+    path = Path(cfg.file) if cfg.file else None
+    file_events = list(read_calendar(path)) if path is not None and path.exists() else []
+    if args.action == "list":
+        merged = {e.name: e for e in file_events}
+        if cfg.topic:
+            merged.update(read_topic(config.kafka.bootstrap_servers, cfg.topic, security))
+        events = sorted(merged.values(), key=lambda e: (e.start_ts, e.name))
+        if args.json:
+            print(json.dumps([event_document(e) for e in events]))
+        for e in [] if args.json else events:
+            doc = event_document(e)
+            services = doc["services"] if doc["services"] == "all" else ",".join(doc["services"])
+            print(f"{e.name}  {doc['start']} .. {doc['end']}  services {services}  "
+                  f"x{e.multiplier:g}")
+        return 0
+    if args.action == "add":
+        services = "all" if args.services == "all" else [
+            s.strip() for s in args.services.split(",") if s.strip()]
+        event = parse_event({"name": args.name, "start": _when(args.start), "end": _when(args.end),
+                             "services": services, "multiplier": args.multiplier}, "event")
+        file_events = [e for e in file_events if e.name != event.name] + [event]
+    else:
+        event = None
+        if not any(e.name == args.name for e in file_events) and not cfg.topic:
+            raise SentinelError(f"no event named {args.name!r} in {path}")
+        file_events = [e for e in file_events if e.name != args.name]
+    if path is not None:
+        ordered = sorted(file_events, key=lambda e: (e.start_ts, e.name))
+        write_atomic(path, calendar_text(ordered).encode())
+    if cfg.topic:
+        publish(config.kafka.bootstrap_servers, cfg.topic, args.name, event, security)
+    print(json.dumps({"action": args.action, "name": args.name,
+                      "event": event_document(event) if event else None,
+                      "file": str(path) if path else None, "topic": cfg.topic}))
+    return 0
+
+
+def _when(text: str) -> float | str:
+    """A CLI time: Unix seconds as a number, anything else as given (RFC 3339)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def _feedback_words(used: object) -> str:
     if not isinstance(used, dict):
         return "none (trained before feedback existed)"
@@ -326,6 +389,24 @@ def _parser() -> argparse.ArgumentParser:
     verdict.add_argument("--confirmed", action="store_true", help="a real problem followed")
     p.add_argument("--note", default="", help="free text kept with the verdict")
     p.set_defaults(handler=_feedback)
+
+    p = sub.add_parser("calendar", help="the sale calendar (calendar.file, calendar.topic): list, "
+                                        "add or remove planned events")
+    actions = p.add_subparsers(dest="action", required=True)
+    q = actions.add_parser("list", help="the planned events, by start (file and topic merged)")
+    q.add_argument("--json", action="store_true", help="one JSON array instead of lines")
+    q = actions.add_parser("add", help="add (or replace) an event by name")
+    q.add_argument("--name", required=True)
+    q.add_argument("--start", required=True, help="RFC 3339 with a zone, or Unix seconds")
+    q.add_argument("--end", required=True, help="RFC 3339 with a zone, or Unix seconds")
+    q.add_argument("--services", default="all", help="comma-separated services, or all (default)")
+    q.add_argument("--multiplier", type=float, default=1.0,
+                   help="expected traffic, times the usual (default 1)")
+    q = actions.add_parser("remove", help="remove an event by name")
+    q.add_argument("--name", required=True)
+    for q in actions.choices.values():
+        q.add_argument("--config", required=True, help="the config naming calendar.file / .topic")
+    p.set_defaults(handler=_calendar)
 
     p = sub.add_parser("models", help="the model registry under model.path: list versions, "
                                       "promote one, roll back (a running daemon swaps it in)")

@@ -198,3 +198,32 @@ class CalendarTopic:
                     log.info("calendar topic %s read: %d events", self.topic, len(self._events))
         finally:
             consumer.close()
+
+
+def publish(bootstrap_servers: Sequence[str], topic: str, name: str, event: SaleEvent | None,
+            security: dict[str, Any] | None = None) -> None:
+    """Put `event` on the calendar topic under `name` (None: a tombstone that deletes it)."""
+    from sentinel.config.calendar_file import event_document
+    from sentinel.daemon.kafka_client import kafka_errors, make_producer
+
+    producer = make_producer(bootstrap_servers, security, acks="all")
+    try:
+        value = None if event is None else json.dumps(event_document(event)).encode()
+        with kafka_errors(f"cannot write to the calendar topic {topic}"):
+            producer.send(topic, key=name.encode(), value=value).get(timeout=10)
+    finally:
+        producer.close()
+
+
+def read_topic(bootstrap_servers: Sequence[str], topic: str, security: dict[str, Any] | None = None,
+               timeout_seconds: float = 10.0) -> dict[str, SaleEvent]:
+    """The calendar topic's events now (read to its end); SentinelError if it cannot be read."""
+    reader = CalendarTopic(bootstrap_servers, topic, security, poll_timeout_seconds=0.2)
+    reader.start()
+    try:
+        if not reader.caught_up.wait(timeout_seconds):
+            raise SentinelError(f"could not read the calendar topic {topic} within "
+                                f"{timeout_seconds:.0f}s (broker down, or no such topic?)")
+        return reader.events()
+    finally:
+        reader.stop()

@@ -166,6 +166,11 @@ def test_models_cli_lists_promotes_imports_and_rolls_back(trained, tmp_path, cap
     assert [(v["version"], v["current"]) for v in listed] == [(version_name(9), True),
                                                               (first, False)]
     assert listed[1]["pr_auc"] is not None
+    assert listed[1]["labels"] == "rule"
+    assert listed[1]["feedback"] == {"false_alarm": 0, "confirmed": 0, "windows": 0}
+    assert main(["models", "list", "--config", cfg]) == 0
+    assert "labels rule  feedback used 0 false alarm(s), 0 confirmed (0 windows)" in \
+        capsys.readouterr().out
 
     assert main(["models", "rollback", "--config", cfg]) == 0
     assert json.loads(capsys.readouterr().out)["current"] == first
