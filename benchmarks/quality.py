@@ -157,8 +157,17 @@ def prepare_world(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], l
     train_days, test_days = (1, 1) if unit["quick"] else (4, 2)
     worlds.write_world(unit["world"], work, train_days, test_days)
     base = yaml.safe_load((work / "config.yaml").read_text())
-    config = write_config(work / "config.yaml", base, unit["extra"])
-    return config, [work / "train.jsonl"], [(f"world{unit['world']}", work / "test.jsonl")]
+
+    def calendar(part: str) -> dict[str, Any]:  # the announced promotions as model input
+        return {"calendar": {"file": str(work / f"calendar-{part}.yaml")}} if unit.get(
+            "calendar") else {}
+
+    config = write_config(work / "config.yaml", base, merge(unit["extra"], calendar("train")))
+    promotions = json.loads((work / "world.json").read_text())["promotions"]["test"]
+    return config, [work / "train.jsonl"], [(f"world{unit['world']}", work / "test.jsonl", {
+        "sales": [(e["start"], e["announced"]) for e in promotions],
+        "config": write_config(work / "config-test.yaml", base,
+                               merge(unit["extra"], calendar("test")))})]
 
 
 def prepare_asd(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], list[tuple[str, Path]]]:
@@ -229,7 +238,8 @@ def units(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[d
                         "name": "sim-seed1-calendar" if args.calendar else "sim-seed1",
                         "work": str(work / "a")})
         elif name == "b":
-            out += [{**common, "set": "b", "name": f"world{w}", "world": w,
+            out += [{**common, "set": "b", "world": w, "calendar": args.calendar,
+                     "name": f"world{w}" + ("-calendar" if args.calendar else ""),
                      "work": str(work / f"b-{w}")} for w in worlds]
         elif name == "c":
             out.append({**common, "set": "c", "name": f"asd-{args.asd_labels}",
@@ -388,7 +398,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--asd", type=Path, default=ROOT.parent / "shared" / "data" / "asd",
                    help="(c) the ASD data directory")
     p.add_argument("--calendar", action="store_true",
-                   help="(a) the model gets the simulator's sale calendar (announced sales; a "
+                   help="(a, b) the model gets the simulator's sale calendar (announced sales; a "
                         "quarter are unannounced promotions) as context channels")
     p.add_argument("--asd-labels", choices=["rule", "incidents"], default="rule",
                    help="(c) train on the `incident` rule (default) or on an incidents file "

@@ -205,3 +205,18 @@ def test_produce_kafka_paces_on_event_time(kafka_broker):
 
     assert sent == 7
     assert 0.55 <= time.monotonic() - started < 5.0
+
+
+def test_calendar_out_holds_the_announced_sales_and_the_summary_names_the_rest(tmp_path):
+    from sentinel.cli import main
+    from sentinel.config.calendar_file import read_calendar
+
+    out, calendar = tmp_path / "day.jsonl", tmp_path / "sales.yaml"
+    assert main(["simulate", "--services", "2", "--days", "3", "--seed", "4", "--out", str(out),
+                 "--calendar-out", str(calendar)]) == 0
+    summary = simulate(2, 3, 4).summary
+    events = read_calendar(calendar)
+    announced = [s["start_ts"] for s in summary["sale_schedule"] if s["announced"]]
+    assert [e.start_ts for e in events] == announced
+    assert 0 < len(announced) == summary["sales_announced"] < summary["sales"]
+    assert all(e.services is None and e.end_ts > e.start_ts + 600 for e in events)
