@@ -154,11 +154,20 @@ def _ingest(args: argparse.Namespace) -> int:
 
 def _backfill(args: argparse.Namespace) -> int:
     from sentinel.config.load import load_config
-    from sentinel.ingest.backfill import backfill
+    from sentinel.ingest.backfill import ALERTS_QUERY, backfill, backfill_incidents
 
-    summary = backfill(load_config(args.config), args.prometheus, args.start, args.end,
-                       Path(args.out), chunk=args.chunk)
-    print(json.dumps(summary))
+    if args.out is None and args.incidents_out is None:
+        raise SentinelError("give --out DIR (samples), --incidents-out FILE (incidents), or both")
+    config = load_config(args.config)
+    if args.incidents_out is not None:
+        summary = backfill_incidents(config, args.prometheus, args.start, args.end,
+                                     Path(args.incidents_out), args.alerts_query or ALERTS_QUERY,
+                                     chunk=args.chunk)
+        print(json.dumps(summary))
+    if args.out is not None:
+        summary = backfill(config, args.prometheus, args.start, args.end, Path(args.out),
+                           chunk=args.chunk)
+        print(json.dumps(summary))
     return 0
 
 
@@ -373,7 +382,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prometheus", required=True, help="base URL, e.g. http://127.0.0.1:9090")
     p.add_argument("--start", required=True, help="RFC 3339 or Unix seconds")
     p.add_argument("--end", required=True, help="RFC 3339, Unix seconds or 'now'")
-    p.add_argument("--out", required=True, help="directory: one JSONL file per chunk")
+    p.add_argument("--out", help="directory: one JSONL file per chunk")
+    p.add_argument("--incidents-out", help="also (or only) an incident history for `train "
+                                           "--incidents`: CSV from the ALERTS series")
+    p.add_argument("--alerts-query", help='the ALERTS selector for --incidents-out (default: '
+                                          'ALERTS{alertstate="firing"})')
     p.add_argument("--chunk", default="6h", help="time range per query_range request (default 6h)")
     p.set_defaults(handler=_backfill)
 
