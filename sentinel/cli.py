@@ -44,6 +44,16 @@ def _check_config(args: argparse.Namespace) -> int:
         return 0
     print(f"{args.config}: OK (step {config.step_seconds}s, window {config.window_steps} steps, "
           f"horizon {config.horizon_steps} steps, features {', '.join(config.feature_names)})")
+    if config.calendar.file is not None:  # the daemon refuses a bad one at start-up too
+        from sentinel.config.calendar_file import read_calendar
+
+        events = read_calendar(config.calendar.file)
+        print(f"{config.calendar.file}: OK ({len(events)} planned events)")
+    if config.training.incidents is not None:
+        from sentinel.training.incidents import read_incidents
+
+        incidents = read_incidents(config.training.incidents)
+        print(f"{config.training.incidents}: OK ({len(incidents)} incidents)")
     return 0
 
 
