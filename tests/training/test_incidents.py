@@ -165,3 +165,24 @@ def test_an_episode_key_is_service_at_startsat() -> None:
     assert parse_episode_key("pay@ments@1763899200") == ("pay@ments", 1763899200)
     assert Feedback("checkout", 1763899200, "confirmed").episode == "checkout@2025-11-23T12:00:00Z"
     assert json.dumps(parse_episode_key("checkout@2025-11-23T12:00:00.000Z"))
+
+
+def test_cli_train_reads_incidents_and_labels_options_before_any_training(tmp_path: Path,
+                                                                           capsys) -> None:
+    from sentinel.cli import main
+
+    config = _write(tmp_path, "c.yaml", json.dumps(RAW))
+    history = _write(tmp_path, "h.jsonl", "")
+    bad = _write(tmp_path, "i.csv", "service,start,end\ncheckout,soon,1763899300\n")
+    args = ["train", "--config", str(config), "--history", str(history), "--out",
+            str(tmp_path / "m")]
+    assert main([*args, "--incidents", str(bad)]) == 2
+    assert "training.labels is 'rule'" in capsys.readouterr().err
+    assert main([*args, "--incidents", str(bad), "--labels", "both"]) == 2
+    assert "i.csv:2: field start: 'soon'" in capsys.readouterr().err
+    assert main([*args, "--labels", "incidents"]) == 2
+    assert "no incidents file" in capsys.readouterr().err
+    assert main([*args, "--labels", "both", "--incidents", str(bad),
+                 "--incidents-from", "yesterday"]) == 2
+    assert "--incidents-from" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()
