@@ -77,10 +77,18 @@ def cli(label: str, work: Path, *args: str) -> dict[str, Any] | None:
 
 def simulate(work: Path, out: Path, services: int, days: float, seed: int,
              topology_out: Path | None = None) -> Path:
-    cli(f"simulate-{seed}", work, "simulate", "--services", str(services), "--days", str(days),
-        "--seed", str(seed), "--out", str(out),
-        *(("--topology-out", str(topology_out)) if topology_out else ()))
+    summary = cli(f"simulate-{seed}", work, "simulate", "--services", str(services), "--days",
+                  str(days), "--seed", str(seed), "--out", str(out), "--calendar-out",
+                  str(work / f"calendar-{seed}.yaml"),
+                  *(("--topology-out", str(topology_out)) if topology_out else ()))
+    (work / f"summary-{seed}.json").write_text(json.dumps(summary))
     return out
+
+
+def sales_of(work: Path, seed: int) -> list[tuple[float, bool]]:
+    """(start_ts, announced) of each sale the simulator scheduled for `seed`."""
+    summary = json.loads((work / f"summary-{seed}.json").read_text())
+    return [(s["start_ts"], s["announced"]) for s in summary["sale_schedule"]]
 
 
 def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
@@ -89,6 +97,7 @@ def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
     from sentinel.config.load import load_config
     from sentinel.core.topology import Topology
     from sentinel.training import quality
+    from sentinel.training.train import label_sources
 
     work = Path(unit["work"])
     work.mkdir(parents=True, exist_ok=True)
@@ -97,28 +106,33 @@ def train_and_test(unit: dict[str, Any]) -> list[dict[str, Any]]:
     config_path, train_paths, tests = PREPARE[unit["set"]](unit, work)
     topology_path = work / "topology.yaml"  # the data's dependencies (sets a and b)
     if unit.get("topology"):  # the model trains and serves with them
-        write_config(config_path, yaml.safe_load(config_path.read_text()),
-                     {"topology_file": str(topology_path)})
+        for path in {config_path, *(more[0]["config"] for _, _, *more in tests
+                                    if more and "config" in more[0])}:
+            write_config(path, yaml.safe_load(path.read_text()),
+                         {"topology_file": str(topology_path)})
     topology = (Topology.of(yaml.safe_load(topology_path.read_text()) or {})
                 if topology_path.exists() else None)
     config = load_config(config_path)
     summary = cli("train", work, "train", "--config", str(config_path), "--history",
                   *map(str, train_paths), "--out", str(work / "model"))
     train_seconds = time.monotonic() - started
-    train_series = quality.labelled_series(train_paths, config)
+    train_series = quality.labelled_series(train_paths, config, label_sources(config))
     results = []
-    for name, test_path in tests:
+    for name, test_path, *more in tests:
+        options = more[0] if more else {}
         t0 = time.monotonic()
         out = work / f"backtest-{name}"
         out.mkdir(exist_ok=True)
-        cli(f"backtest-{name}", work, "backtest", "--config", str(config_path), "--model",
+        test_config = options.get("config", config_path)  # e.g. with the test data's calendar
+        cli(f"backtest-{name}", work, "backtest", "--config", str(test_config), "--model",
             str(work / "model"), "--data", str(test_path), "--alerts", str(out / "alerts.jsonl"),
             "--scores", str(out / "scores.csv"), "--report", str(out / "report.json"))
         report = json.loads((out / "report.json").read_text())
         figures = quality.assess(
             config, train_series, quality.labelled_series([test_path], config),
             quality.read_scores(out / "scores.csv"), quality.read_alerts(out / "alerts.jsonl"),
-            report["alert_thresholds"]["fire"], unit.get("report_from_ts"), topology)
+            report["alert_thresholds"]["fire"], unit.get("report_from_ts"), topology=topology,
+            sales=options.get("sales"))
         log(f"{unit['set']} {unit['name']} test {name}: graded ({time.monotonic() - t0:.0f} s)")
         results.append({"set": unit["set"], "train": unit["name"], "test": name,
                         "topology": bool(unit.get("topology")),
@@ -136,12 +150,20 @@ def prepare_sim(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], lis
     quick = unit["quick"]
     services, train_days, test_days = unit.get("sim_size") or ((2, 1, 1) if quick else (6, 4, 2))
     base = yaml.safe_load((CONFIGS / "sim.yaml").read_text())
-    config = write_config(work / "config.yaml", base, unit["extra"])
     train = simulate(work, work / "train.jsonl", services, train_days, 1,
                      topology_out=work / "topology.yaml")
     tests = [(f"seed{s}", simulate(work, work / f"test-{s}.jsonl", services, test_days, s))
              for s in unit["seeds"]]
-    return config, [train], tests
+
+    def calendar(seed: int) -> dict[str, Any]:  # the announced sales as the model's input
+        return {"calendar": {"file": str(work / f"calendar-{seed}.yaml")}} if unit.get(
+            "calendar") else {}
+
+    config = write_config(work / "config.yaml", base, merge(unit["extra"], calendar(1)))
+    return config, [train], [
+        (name, path, {"sales": sales_of(work, seed), "config": write_config(
+            work / f"config-{seed}.yaml", base, merge(unit["extra"], calendar(seed)))})
+        for (name, path), seed in zip(tests, unit["seeds"], strict=True)]
 
 
 def prepare_world(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], list[tuple[str, Path]]]:
@@ -150,8 +172,17 @@ def prepare_world(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], l
     train_days, test_days = unit.get("world_days") or ((1, 1) if unit["quick"] else (4, 2))
     worlds.write_world(unit["world"], work, train_days, test_days)
     base = yaml.safe_load((work / "config.yaml").read_text())
-    config = write_config(work / "config.yaml", base, unit["extra"])
-    return config, [work / "train.jsonl"], [(f"world{unit['world']}", work / "test.jsonl")]
+
+    def calendar(part: str) -> dict[str, Any]:  # the announced promotions as model input
+        return {"calendar": {"file": str(work / f"calendar-{part}.yaml")}} if unit.get(
+            "calendar") else {}
+
+    config = write_config(work / "config.yaml", base, merge(unit["extra"], calendar("train")))
+    promotions = json.loads((work / "world.json").read_text())["promotions"]["test"]
+    return config, [work / "train.jsonl"], [(f"world{unit['world']}", work / "test.jsonl", {
+        "sales": [(e["start"], e["announced"]) for e in promotions],
+        "config": write_config(work / "config-test.yaml", base,
+                               merge(unit["extra"], calendar("test")))})]
 
 
 def prepare_asd(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], list[tuple[str, Path]]]:
@@ -166,15 +197,46 @@ def prepare_asd(unit: dict[str, Any], work: Path) -> tuple[Path, list[Path], lis
     history, train, test = work / "history.jsonl", work / "incidents-train.jsonl", work / "test.jsonl"
     with gzip.open(data / "history.jsonl.gz", "rt", encoding="utf-8") as src, history.open("w") as dst:
         shutil.copyfileobj(src, dst)
+    flags: dict[str, list[tuple[int, float]]] = {}
     with (gzip.open(data / "incidents.jsonl.gz", "rt", encoding="utf-8") as src,
           train.open("w") as to_train, test.open("w") as to_test):
         for line in src:
-            ts = json.loads(line)["ts"]
-            if ts < cut:
+            sample = json.loads(line)
+            ts = sample["ts"]
+            if ts < cut and unit.get("asd_labels") == "incidents":
+                # the learning half without its `incident` metric: the incidents file labels it
+                flags.setdefault(sample["service"], []).append(
+                    (ts, sample["metrics"].pop("incident")))
+                to_train.write(json.dumps(sample) + "\n")
+            elif ts < cut:
                 to_train.write(line)
             if ts >= test_from:
                 to_test.write(line)
+    if unit.get("asd_labels") == "incidents":
+        config_path = asd_incidents_config(work, base, unit["extra"], flags, config.step_seconds)
     return config_path, [history, train], [("held-out", test)]
+
+
+ASD_LABELLED_FROM_TS = 1702512000  # the first ts of ASD's labelled period (its README)
+
+
+def asd_incidents_config(work: Path, base: dict[str, Any], extra: dict[str, Any],
+                         flags: dict[str, list[tuple[int, float]]], step_seconds: int) -> Path:
+    """ASD with incident labels only: its `incident` flag of the learning half written as an
+    incidents file (one record per run of flagged steps), and a config that trains on it
+    (training.labels: incidents) instead of the failure rule."""
+    import numpy as np
+
+    from sentinel.training.incidents import incidents_from_metric, write_incidents_csv
+
+    rows = sorted((service, np.array([t for t, _ in points]), np.array([f for _, f in points]))
+                  for service, points in flags.items())
+    path = work / "incidents.csv"
+    count = write_incidents_csv(incidents_from_metric(rows, step_seconds), path)
+    log(f"c asd: {count} incidents written to {path} from the `incident` flag before the cut")
+    labels = {"training": {"labels": "incidents", "incidents": str(path),
+                           "incidents_from": ASD_LABELLED_FROM_TS}}
+    return write_config(work / "config.yaml", base, merge(extra, labels))
 
 
 PREPARE = {"a": prepare_sim, "b": prepare_world, "c": prepare_asd}
@@ -187,13 +249,16 @@ def units(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[d
     out = []
     for name in args.sets.split(","):
         if name == "a":
-            out.append({**common, "set": "a", "name": "sim-seed1", "seeds": seeds,
+            out.append({**common, "set": "a", "seeds": seeds, "calendar": args.calendar,
+                        "name": "sim-seed1-calendar" if args.calendar else "sim-seed1",
                         "work": str(work / "a")})
         elif name == "b":
-            out += [{**common, "set": "b", "name": f"world{w}", "world": w,
+            out += [{**common, "set": "b", "world": w, "calendar": args.calendar,
+                     "name": f"world{w}" + ("-calendar" if args.calendar else ""),
                      "work": str(work / f"b-{w}")} for w in worlds]
         elif name == "c":
-            out.append({**common, "set": "c", "name": "asd", "asd": str(args.asd),
+            out.append({**common, "set": "c", "name": f"asd-{args.asd_labels}",
+                        "asd": str(args.asd), "asd_labels": args.asd_labels,
                         "report_from_ts": ASD_REPORT_FROM_TS, "work": str(work / "c")})
         else:
             raise SystemExit(f"--sets: unknown data set {name!r} (a, b or c)")
@@ -407,6 +472,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--worlds", default="101,102,103,104,105", help="(b) world seeds")
     p.add_argument("--asd", type=Path, default=ROOT.parent / "shared" / "data" / "asd",
                    help="(c) the ASD data directory")
+    p.add_argument("--calendar", action="store_true",
+                   help="(a, b) the model gets the simulator's sale calendar (announced sales; a "
+                        "quarter are unannounced promotions) as context channels")
+    p.add_argument("--asd-labels", choices=["rule", "incidents"], default="rule",
+                   help="(c) train on the `incident` rule (default) or on an incidents file "
+                        "derived from it, the metric removed from the training data")
     p.add_argument("--jobs", type=int, default=1, help="trainings run in parallel")
     p.add_argument("--extra-config", type=Path, help="YAML merged into every config")
     p.add_argument("--work", type=Path, help="keep data, models and logs here")

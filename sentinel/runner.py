@@ -31,7 +31,9 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from sentinel.config.load import effective_topology, topology_warnings
 from sentinel.config.schema import Config
 from sentinel.core.pipeline import Pipeline
+from sentinel.daemon.calendar_source import LiveCalendar
 from sentinel.daemon.daemon import Daemon
+from sentinel.daemon.feedback_store import FeedbackEndpoint
 from sentinel.daemon.health import HealthServer, HealthState
 from sentinel.daemon.history_store import HistoryStore
 from sentinel.daemon.hotswap import ModelWatcher
@@ -80,6 +82,7 @@ class App:
         self.config, self.daemon, self.notifier = config, daemon, notifier
         self.server, self.dead_letters = server, dead_letters
         self.history, self.retrainer = history, retrainer
+        self.calendar: LiveCalendar | None = None
 
     @classmethod
     def create(cls, config: Config, registry: CollectorRegistry | None = None,
@@ -95,8 +98,11 @@ class App:
                                 model.alerting(config).threshold)
         for warning in topology_warnings(config):
             log.warning("topology: %s", warning)
+        security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
+        calendar = LiveCalendar.from_config(config, security)  # ConfigError now for a bad file
         pipeline = Pipeline(config, model.scorer if model else None,
                             model.alerting(config) if model else None,
+                            {"calendar": calendar} if calendar is not None else None,
                             topology=effective_topology(config))
         notifier = Notifier(config.alerting, config.state.dir, registry=registry)
         stall_after = STALL_FACTOR * max(config.kafka.poll_timeout_seconds, 10.0)
@@ -104,8 +110,8 @@ class App:
         health.set_check("model", model is not None,
                          f"version {model.version} from {model.path}" if model else
                          f"no model at {config.model.path}: train one with `sentinel train`")
-        server = HealthServer.from_config(config.metrics, registry, health)
-        security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
+        server = HealthServer.from_config(config.metrics, registry, health, FeedbackEndpoint(
+            Path(config.state.dir), registry, wall_clock))
         dead_letters = None
         if config.kafka.dead_letter_topic:
             dead_letters = DeadLetters(config.kafka.bootstrap_servers,
@@ -130,7 +136,9 @@ class App:
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
                         wall_clock=wall_clock, history=history, models=watcher,
                         rebuild_hints=hints, topology=TopologyWatcher(config, registry))
-        return cls(config, daemon, notifier, server, dead_letters, history, retrainer)
+        app = cls(config, daemon, notifier, server, dead_letters, history, retrainer)
+        app.calendar = calendar
+        return app
 
     def run(self) -> int:
         """Serve until `stop()`: 0 then, 1 after an unexpected error (logged with traceback)."""
@@ -138,6 +146,8 @@ class App:
         self.notifier.start()
         if self.retrainer is not None:
             self.retrainer.start()
+        if self.calendar is not None:
+            self.calendar.start()
         log.info("consuming %s as group %s from %s", self.config.kafka.topic,
                  self.config.kafka.group_id, ",".join(self.config.kafka.bootstrap_servers))
         if self.config.input.format != "sentinel":
@@ -153,6 +163,8 @@ class App:
         finally:
             if self.retrainer is not None:
                 self.retrainer.stop()
+            if self.calendar is not None:
+                self.calendar.stop()
             if self.history is not None:
                 self.history.close()
             if self.dead_letters is not None:

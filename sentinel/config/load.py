@@ -46,6 +46,7 @@ from sentinel.config.schema import (
     AlertingConfig,
     AlertmanagerConfig,
     BasicAuthConfig,
+    CalendarConfig,
     Center,
     Condition,
     Config,
@@ -58,6 +59,7 @@ from sentinel.config.schema import (
     KafkaConfig,
     KafkaSaslConfig,
     KafkaSslConfig,
+    Labels,
     MappedMetric,
     MetricsAuthConfig,
     MetricsConfig,
@@ -109,6 +111,9 @@ def parse_config(raw: object, source: str = "<memory>") -> Config:
         names.add(mapped.name)
     if cfg.topology_file is not None:
         read_topology_file(cfg.topology_file)  # a bad file is a start-up error, not a 3 a.m. one
+    if cfg.training.incidents is not None and cfg.training.labels == "rule":
+        raise ConfigError("training.labels", "rule", "'incidents' or 'both' when "
+                          "training.incidents is set (or leave training.incidents out)")
     if cfg.retrain.enabled and not cfg.history.enabled:
         raise ConfigError("retrain.enabled", True, "false while history.enabled is false: "
                           "retraining learns from the history store")
@@ -316,7 +321,29 @@ _TRAINING: Spec = {
     "negative_stride": _integer(1),
     "max_windows": _integer(1000),
     "false_alerts_per_day": _number("a number > 0", lambda x: x > 0),
+    "labels": _choice(Labels),
+    "incidents": _text,
+    "incidents_from": lambda value, key: parse_instant(value, key),
 }
+
+
+def parse_instant(value: object, key: str) -> float:
+    """A point in time: Unix seconds or an RFC 3339 string with a time zone."""
+    import datetime
+
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    if isinstance(value, datetime.datetime) and value.tzinfo is not None:  # YAML parses these
+        return value.timestamp()
+    if isinstance(value, str):
+        try:
+            parsed = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed.timestamp()
+    raise ConfigError(key, value, "Unix seconds or an RFC 3339 time with a zone, e.g. "
+                                  "2023-12-14T00:00:00Z")
 _STREAM: Spec = {
     "allowed_lateness": _duration(allow_zero=True),
     "max_missing_fraction": _number("a number in [0, 1)", lambda x: 0 <= x < 1),
@@ -435,6 +462,8 @@ _TOP: Spec = {
     "input": _section(InputConfig, _INPUT),
     "topology": lambda value, key: _topology(value, key),
     "topology_file": _text,
+    "calendar": _section(CalendarConfig, {"file": _text, "topic": _text,
+                                          "reload_interval": _duration()}),
 }
 
 

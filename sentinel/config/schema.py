@@ -20,6 +20,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 InputFormat = Literal["sentinel", "prometheus-kafka-adapter", "telegraf-json", "otlp-json", "otlp-proto"]
 Aggregation = Literal["sum", "max", "mean"]
 TimestampUnits = Literal["1s", "1ms", "1us", "1ns"]
+Labels = Literal["rule", "incidents", "both"]
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,14 @@ class TrainingConfig:
     # the "auto" alert threshold is the lowest whose false alerts on the validation split
     # stay within this many per service-day
     false_alerts_per_day: float = 0.5
+    # where training's failure events come from: the `failure` rule, an incident history
+    # (`incidents`: CSV or JSONL of service, start, end[, cause]; see sentinel.training.incidents),
+    # or both. The retrainer reads the same file on every run.
+    labels: Labels = "rule"
+    incidents: str | None = None
+    # the incident history is complete from this time on (Unix seconds); with labels
+    # "incidents" the history before it is unlabelled. None: complete for all the history
+    incidents_from: float | None = None
 
 
 @dataclass(frozen=True)
@@ -340,6 +349,32 @@ class InputConfig:
 
 
 @dataclass(frozen=True)
+class SaleEvent:
+    """A planned event (a sale, a campaign): traffic to `services` (None: every service) is
+    expected to be about `multiplier` times the usual over [start_ts, end_ts)."""
+
+    name: str
+    start_ts: float
+    end_ts: float
+    services: tuple[str, ...] | None = None
+    multiplier: float = 1.0
+
+    def applies_to(self, service: str) -> bool:
+        return self.services is None or service in self.services
+
+
+@dataclass(frozen=True)
+class CalendarConfig:
+    """Planned events as model inputs (sentinel.core.calendar): from a YAML/JSON file
+    (sentinel.config.calendar_file), re-read when it changes, and optionally a compacted
+    Kafka topic keyed by event name (sentinel.daemon.calendar_source)."""
+
+    file: str | None = None
+    topic: str | None = None
+    reload_interval_seconds: float = 10.0  # how often the daemon checks the file for changes
+
+
+@dataclass(frozen=True)
 class Config:
     step_seconds: int
     window_seconds: int
@@ -360,6 +395,7 @@ class Config:
     # adds the map in that file (read at start-up, reloaded by the daemon when it changes)
     topology: tuple[tuple[str, tuple[str, ...]], ...] = ()
     topology_file: str | None = None
+    calendar: CalendarConfig = field(default_factory=CalendarConfig)
     source: str = "<memory>"
 
     @property

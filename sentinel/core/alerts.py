@@ -39,6 +39,7 @@ class AlertTransition:
     # a firing's metrics behind the risk (sentinel.core.attribution), largest first; empty
     # for a resolve, or with attribution off
     drivers: tuple[Driver, ...] = ()
+    planned_event: str = ""  # the sale calendar's event in progress at `ts`, if any
 
     @property
     def episode_key(self) -> str:
@@ -52,6 +53,8 @@ class AlertTransition:
             doc["cause_service"] = self.cause_service
         if self.drivers:
             doc["drivers"] = [d.to_json() for d in self.drivers]
+        if self.planned_event:
+            doc["planned_event"] = self.planned_event
         return doc
 
 

@@ -250,7 +250,7 @@ class Pipeline:
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
             if transition is not None:
-                result.transitions.append(transition)
+                result.transitions.append(self._with_planned_event(transition))
                 if transition.state == "resolved":
                     due.pop(score.service, None)
                 elif self.attributor is not None:
@@ -283,6 +283,13 @@ class Pipeline:
         return ContextBatch(tuple(w.service for w in windows),
                             np.array([w.ts for w in windows], np.int64),
                             self.config.step_seconds, self.config.window_steps)
+
+    def _with_planned_event(self, transition: AlertTransition) -> AlertTransition:
+        """Names the sale calendar's event in progress (a provider with `event_at`)."""
+        calendar = self.context.get("calendar")
+        event_at = getattr(calendar, "event_at", None)
+        event = event_at(transition.service, transition.ts) if event_at else None
+        return replace(transition, planned_event=event.name) if event is not None else transition
 
     def _context(self, windows: list[Window]) -> np.ndarray | None:
         layout = context_layout(self.model)

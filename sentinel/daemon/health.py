@@ -1,4 +1,4 @@
-"""/metrics, /healthz and /readyz on one small threaded HTTP server.
+"""/metrics, /healthz, /readyz (and POST /feedback) on one small threaded HTTP server.
 
     >>> health = HealthState(stall_after_seconds=30.0)
     >>> server = HealthServer("127.0.0.1", 9108, registry, health).start()
@@ -20,8 +20,11 @@
 Both answer JSON. The main loop writes the state; HTTP threads only read it, under a lock,
 so a request never touches Kafka or the model.
 
-With `metrics.tls` the listener speaks HTTPS only; with `metrics.basic_auth` /metrics (and,
-unless `open_probes`, the probes) answer 401 without the right credentials. The TLS
+``POST /feedback`` takes an operator's verdict on an alert episode (see
+sentinel.daemon.feedback_store); it exists when the runner passes `on_feedback`.
+
+With `metrics.tls` the listener speaks HTTPS only; with `metrics.basic_auth` /metrics and
+/feedback (and, unless `open_probes`, the probes) answer 401 without the right credentials. The TLS
 handshake runs on the request's own thread, so a client that connects and stalls holds one
 thread for at most REQUEST_TIMEOUT_SECONDS, never the accept loop.
 """
@@ -51,6 +54,9 @@ from sentinel.tls import server_context
 log = logging.getLogger(__name__)
 
 READY_CHECKS = ("model", "partitions", "broker")
+MAX_FEEDBACK_BYTES = 16 << 10
+# POST /feedback's body -> (HTTP status, JSON answer); runs on the request's thread
+FeedbackHandler = Callable[[bytes], tuple[int, dict[str, object]]]
 PROBES = ("/healthz", "/readyz")
 REQUEST_TIMEOUT_SECONDS = 10.0  # a client silent this long (TLS handshake included) is dropped
 
@@ -141,16 +147,18 @@ class HealthServer:
     """Serves the registry and the probes; `start()` returns once the port is bound."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, state: HealthState,
-                 tls: ssl.SSLContext | None = None, auth: BasicAuth | None = None) -> None:
+                 tls: ssl.SSLContext | None = None, auth: BasicAuth | None = None,
+                 on_feedback: FeedbackHandler | None = None) -> None:
         self.host, self.port = host, port
         self.registry, self.state = registry, state
         self.tls, self.auth = tls, auth
+        self.on_feedback = on_feedback
         self._server: ThreadingHTTPServer | None = None
         registry.register(_ScrapeFailures(state))
 
     @classmethod
-    def from_config(cls, config: MetricsConfig, registry: CollectorRegistry, state: HealthState
-                    ) -> HealthServer:
+    def from_config(cls, config: MetricsConfig, registry: CollectorRegistry, state: HealthState,
+                    on_feedback: FeedbackHandler | None = None) -> HealthServer:
         """Loads the certificate and the password now: ConfigError when they are unusable."""
         tls = auth = None
         if config.tls is not None:
@@ -161,7 +169,7 @@ class HealthServer:
             if tls is None and config.host.strip("[]") not in ("127.0.0.1", "::1", "localhost"):
                 log.warning("metrics.basic_auth without metrics.tls on %s: the password crosses "
                             "the network in clear; add metrics.tls", config.listen)
-        return cls(config.host, config.port, registry, state, tls, auth)
+        return cls(config.host, config.port, registry, state, tls, auth, on_feedback)
 
     @property
     def scheme(self) -> str:
@@ -169,7 +177,8 @@ class HealthServer:
 
     def start(self) -> HealthServer:
         """Raises SentinelError when the address cannot be bound (in use, bad host)."""
-        handler = _handler(self.registry, self.state, self.auth, self.tls is not None)
+        handler = _handler(self.registry, self.state, self.auth, self.tls is not None,
+                           self.on_feedback)
         try:
             self._server = ThreadingHTTPServer((self.host.strip("[]"), self.port), handler)
         except OSError as exc:
@@ -215,7 +224,8 @@ def _auth_words(auth: BasicAuth | None) -> str:
 
 
 def _handler(registry: CollectorRegistry, state: HealthState, auth: BasicAuth | None,
-             tls: bool) -> type[BaseHTTPRequestHandler]:
+             tls: bool, on_feedback: FeedbackHandler | None = None
+             ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         timeout = REQUEST_TIMEOUT_SECONDS
         server_version, sys_version = "sentinel", ""  # no Python version in the Server header
@@ -234,17 +244,46 @@ def _handler(registry: CollectorRegistry, state: HealthState, auth: BasicAuth | 
             if not getattr(self, "_failed", False):
                 super().handle()
 
+        def _refused(self, path: str) -> bool:
+            """Answers 401 (and True) unless the request may see `path`."""
+            protected = auth is not None and not (auth.open_probes and path in PROBES)
+            if not protected or auth.allows(self.headers.get("Authorization")):  # type: ignore[union-attr]
+                return False
+            body = b'{"error": "authentication required"}'
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="sentinel", charset="UTF-8"')
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return True
+
+        def do_POST(self) -> None:
+            """``POST /feedback`` {"episode", "verdict", "note"?}: an operator's verdict on an
+            alert episode (sentinel.daemon.feedback_store); authenticated like /metrics."""
+            path = self.path.split("?", 1)[0]
+            if self._refused(path):
+                return
+            if path != "/feedback" or on_feedback is None:
+                self._send(404, b'{"error": "not found: POST /feedback only"}', "application/json")
+                return
+            try:
+                length = int(self.headers.get("Content-Length") or "-1")
+            except ValueError:
+                length = -1
+            if not 0 <= length <= MAX_FEEDBACK_BYTES:
+                self.close_connection = True
+                self._send(413 if length > MAX_FEEDBACK_BYTES else 411,
+                           json.dumps({"error": f"a JSON body of at most {MAX_FEEDBACK_BYTES} "
+                                                "bytes with a Content-Length"}).encode(),
+                           "application/json")
+                return
+            status, answer = on_feedback(self.rfile.read(length))
+            self._send(status, json.dumps(answer).encode(), "application/json")
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
-            protected = auth is not None and not (auth.open_probes and path in PROBES)
-            if protected and not auth.allows(self.headers.get("Authorization")):  # type: ignore[union-attr]
-                body = b'{"error": "authentication required"}'
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Basic realm="sentinel", charset="UTF-8"')
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+            if self._refused(path):
                 return
             if path == "/metrics":
                 try:

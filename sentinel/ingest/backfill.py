@@ -207,3 +207,63 @@ def backfill(config: Config, url: str, start: str, end: str, out: Path, chunk: s
         summary["samples"] += len(lines)
         log.info("backfill chunk %d/%d %s: %d samples", n, len(bounds), path.name, len(lines))
     return summary
+
+
+ALERTS_QUERY = 'ALERTS{alertstate="firing"}'
+
+
+def backfill_incidents(config: Config, url: str, start: str, end: str, out: Path,
+                       query: str = ALERTS_QUERY, chunk: str = "1d", get: Get | None = None,
+                       sleep: Callable[[float], None] = time.sleep,
+                       now: Callable[[], float] = time.time) -> dict[str, object]:
+    """An incident history (CSV: service, start, end, cause) from Prometheus's `ALERTS` series:
+    each run of steps where an alert of a service fires is one incident, its `alertname` the
+    cause. The service is the `input.service_label` label of the series (series without it are
+    skipped). `query` narrows it, e.g. ``ALERTS{alertstate="firing", severity="page"}``;
+    it is queried in chunks of `chunk` on the config's step grid, and runs that cross a chunk
+    boundary are joined. Written atomically once every chunk answered."""
+    from sentinel.core.incidents import Incident
+
+    url = _url(url, "--prometheus")
+    step = config.step_seconds
+    chunk_seconds = max(step, int(parse_duration(chunk, "--chunk")) // step * step)
+    first = math.ceil(parse_time(start, "--start", now()) / step) * step
+    last = math.floor(parse_time(end, "--end", now()) / step) * step
+    if last <= first:
+        raise SentinelError(f"--end must be at least one step ({step}s) after --start")
+    client = PrometheusClient(url, config.input.prometheus, get, sleep)
+    firing: dict[tuple[str, str], set[int]] = {}
+    for a in range(first, last, chunk_seconds):
+        b = min(a + chunk_seconds, last)
+        for series in client.query_range(query, a, b - step, step, "ALERTS"):
+            labels = series.get("metric", {})
+            service = labels.get(config.input.service_label)
+            if not service:
+                continue
+            steps = firing.setdefault((service, labels.get("alertname", "")), set())
+            for ts, text in series.get("values", []):
+                if math.isfinite(float(text)) and float(text) > 0:
+                    steps.add(int(float(ts)) // step * step)
+    incidents = []
+    for (service, cause), steps in sorted(firing.items()):
+        runs: list[list[int]] = []
+        for ts in sorted(steps):
+            if runs and ts - runs[-1][1] <= step:
+                runs[-1][1] = ts
+            else:
+                runs.append([ts, ts])
+        incidents += [Incident(service, float(a), float(b + step), cause) for a, b in runs]
+    incidents.sort(key=lambda i: (i.start_ts, i.service))
+    rows = ["service,start,end,cause\n"] + [
+        f"{_csv(i.service)},{i.start_ts:.0f},{i.end_ts:.0f},{_csv(i.cause)}\n" for i in incidents]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, "".join(rows).encode())
+    log.info("%d incidents from %s written to %s", len(incidents), query, out)
+    return {"incidents": len(incidents), "services": len({i.service for i in incidents}),
+            "query": query, "out": str(out)}
+
+
+def _csv(text: str) -> str:
+    if any(c in text for c in ',"\n\r'):
+        return '"' + text.replace('"', '""') + '"'
+    return text

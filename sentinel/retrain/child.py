@@ -11,7 +11,9 @@ a timeout kill takes nothing of the daemon with it. It:
 1. checks every history segment (sentinel.daemon.history_store.find_corrupt) and leaves the
    corrupt ones out;
 2. trains on the history before `--holdout-from` (sentinel.training.train, written to a temporary
-   directory and renamed to `--out`: killed midway, it leaves no model at `--out`);
+   directory and renamed to `--out`: killed midway, it leaves no model at `--out`), labelled
+   as `training.labels` says (the `training.incidents` file re-read on every run) and with the
+   operator feedback in ``<state.dir>/feedback.jsonl`` (sentinel.daemon.feedback_store);
 3. grades the candidate and, with `--current`, the model in service on the holdout from
    `--holdout-from` on (sentinel.retrain.gate.grade);
 4. prints one JSON object as its last stdout line: the training summary, both gradings
@@ -54,12 +56,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
 
     from sentinel.config.load import load_config
+    from sentinel.daemon.feedback_store import feedback_path, read_feedback
     from sentinel.daemon.history_store import SUFFIX, find_corrupt
     from sentinel.errors import ModelError, SentinelError
     from sentinel.model.artifact import load_model
     from sentinel.retrain.gate import grade
     from sentinel.training.history import DecodeStats, decode_lines, iter_jsonl_lines
-    from sentinel.training.train import train
+    from sentinel.training.train import label_sources, train
 
     try:
         config = load_config(args.config)
@@ -70,8 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bad = {name for name, _, _ in corrupt}
     segments = [p for p in sorted(Path(args.history).glob("*" + SUFFIX)) if p.name not in bad]
     try:
+        sources = label_sources(config, feedback=read_feedback(feedback_path(Path(config.state.dir))))
         summary = train(config, segments, Path(args.out), until_ts=args.holdout_from,
-                        no_skill=args.no_skill)
+                        no_skill=args.no_skill, sources=sources)
     except SentinelError as exc:  # e.g. no failure in the history to learn from
         print(f"retrain: {exc}", file=sys.stderr)
         print(json.dumps({"error": str(exc), "corrupt": corrupt}))

@@ -102,12 +102,15 @@ def demo_stream(config_path: Path, model_dir: Path, seed: int, speed: float
     demo model, fires and resolves within RESOLVE_BUDGET_SECONDS of the stream's start."""
     from sentinel.core.samples import Sample
     from sentinel.model.artifact import load_model
-    from sentinel.sim.simulate import simulate
+    from sentinel.sim.simulate import simulate, write_calendar
     from sentinel.training.backtest import replay
 
     config = load_config(config_path)
     model = load_model(model_dir, config)
-    samples = sorted(simulate(DEMO_SERVICES, 1, seed=seed).samples, key=lambda s: s["ts"])
+    sim = simulate(DEMO_SERVICES, 1, seed=seed)
+    if config.calendar.file:  # the day's announced sales: alerts during them say so
+        write_calendar(sim.calendar, Path(config.calendar.file))
+    samples = sorted(sim.samples, key=lambda s: s["ts"])
 
     def episode(begin: float) -> tuple[float, float] | None:
         part = [Sample(s["service"], float(s["ts"]),
@@ -150,6 +153,7 @@ def write_config(path: Path, bootstrap: str, webhook_port: int, metrics_port: in
     topology = path.parent / "topology.yaml"
     write_topology(topology_of(DEMO_SERVICES), topology)
     doc["topology_file"] = str(topology)
+    doc["calendar"] = {"file": str(path.parent / "sales.yaml")}  # written by demo_stream
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 

@@ -126,6 +126,37 @@ class Incident:
 class Simulation:
     samples: list[dict] = field(repr=False)
     summary: dict
+    calendar: list[dict] = field(default_factory=list, repr=False)  # see `sale_calendar`
+
+
+UNANNOUNCED_SHARE = 0.25  # promotions nobody put in the calendar
+
+
+def sale_calendar(sales: list[Sale], start_ts: int, seed: int) -> list[dict]:
+    """The sale calendar operators would have written: every sale as an event (its start,
+    surge and decay, all services, its planned multiplier), with `announced` false for about
+    UNANNOUNCED_SHARE of them, drawn from a generator of their own so that the traffic does
+    not change. `sentinel simulate --calendar-out` writes the announced ones."""
+    rng = np.random.default_rng([seed, 3000])
+    events = []
+    for sale in sales:
+        start = start_ts + sale.start_step * STEP_SECONDS
+        minutes = sale.surge_minutes + sale.decay_minutes
+        events.append({"name": f"sale-{start}", "start": start,
+                       "end": start + round(minutes * 60 / STEP_SECONDS) * STEP_SECONDS,
+                       "services": "all", "multiplier": round(sale.multiplier, 1),
+                       "announced": bool(rng.random() >= UNANNOUNCED_SHARE)})
+    return events
+
+
+def write_calendar(calendar: list[dict], path: Path) -> int:
+    """The announced events as a calendar file (`calendar.file`); their number."""
+    import yaml
+
+    announced = [{k: v for k, v in e.items() if k != "announced"} for e in calendar
+                 if e["announced"]]
+    path.write_text(yaml.safe_dump({"events": announced}, sort_keys=False))
+    return len(announced)
 
 
 def profiles(n: int) -> list[ServiceProfile]:
@@ -483,8 +514,12 @@ def simulate(services: int, days: float, seed: int,
                 for i, p in enumerate(svc)}
     samples, defects = emit(svc, observed, start_ts, np.random.default_rng([seed, 2000]))
     summary = summarize(svc, days, seed, start_ts, sales, incidents, observed)
-    summary.update(n_samples=len(samples), defects=defects)
-    return Simulation(samples, summary)
+    calendar = sale_calendar(sales, start_ts, seed)
+    summary.update(n_samples=len(samples), defects=defects,
+                   sales_announced=sum(e["announced"] for e in calendar))
+    for entry, event in zip(summary["sale_schedule"], calendar, strict=True):
+        entry["announced"] = event["announced"]
+    return Simulation(samples, summary, calendar)
 
 
 def summarize(svc: list[ServiceProfile], days: float, seed: int, start_ts: int,

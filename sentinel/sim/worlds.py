@@ -154,6 +154,27 @@ class Episode:
 class Simulated:
     samples: list[dict] = field(default_factory=list)
     truth: list[Episode] = field(default_factory=list)
+    # the promotions as calendar events, `announced` false for the unannounced ones
+    calendar: list[dict] = field(default_factory=list)
+
+
+UNANNOUNCED_SHARE = 0.25  # promotions nobody put in the sale calendar
+
+
+def _calendar(world: World, grid: _Grid, promos: list, seed_offset: int) -> list[dict]:
+    """Each promotion as the event operators would have planned (its first step to the end of
+    its hold, every service, its peak multiplier), a quarter of them unannounced; drawn from
+    a generator of its own, so the samples do not change."""
+    rng = np.random.default_rng(np.random.SeedSequence([world.seed, seed_offset, 0xCA1]))
+    events = []
+    for first, peak, profile, size in promos:
+        start = grid.ts0 + first * grid.step
+        hold = int(np.count_nonzero(profile >= 0.5))
+        events.append({"name": f"promo-{start}", "start": int(start),
+                       "end": int(start + max(peak - first + 1, hold) * grid.step),
+                       "services": "all", "multiplier": round(float(size), 1),
+                       "announced": bool(rng.random() >= UNANNOUNCED_SHARE)})
+    return events
 
 
 # ---------------------------------------------------------------------------- drawing a world
@@ -742,7 +763,7 @@ def simulate_world(world: World, days: float, start_ts: int = DEFAULT_START_TS, 
         _schedule(r, grid, service_eps, mask)
         busy.append(mask)
     _cascade(rng, grid, eps, busy)
-    out = Simulated()
+    out = Simulated(calendar=_calendar(world, grid, promos, seed_offset))
     keys, owner = [], []
     for k, (r, svc, (demand, capacity)) in enumerate(zip(rngs, world.services, traffic, strict=True)):
         latents, failing, restarts, blips = _render(r, grid, svc, demand, capacity, eps[k])
@@ -784,7 +805,9 @@ def _write_jsonl(samples: list[dict], path: Path) -> None:
 
 def write_world(seed: int, out_dir: Path, train_days: float, test_days: float) -> dict:
     """config.yaml, topology.yaml, train.jsonl, test.jsonl (later in time, another random
-    stream), world.json (with the topology and both periods' ground truth) under `out_dir`;
+    stream), world.json (with the topology, both periods' ground truth and promotions),
+    calendar-train.yaml and calendar-test.yaml (the announced promotions, `calendar.file`
+    format) under `out_dir`;
     returns a summary."""
     began = time.monotonic()
     world = draw_world(seed)
@@ -801,6 +824,12 @@ def write_world(seed: int, out_dir: Path, train_days: float, test_days: float) -
     _write_jsonl(test.samples, out_dir / "test.jsonl")
     doc = json.loads(world.to_json())
     doc["truth"] = {"train": [asdict(e) for e in train.truth], "test": [asdict(e) for e in test.truth]}
+    doc["promotions"] = {"train": train.calendar, "test": test.calendar}
+    for name, part in (("train", train), ("test", test)):  # the announced ones: calendar.file
+        announced = [{k: v for k, v in e.items() if k != "announced"} for e in part.calendar
+                     if e["announced"]]
+        (out_dir / f"calendar-{name}.yaml").write_text(
+            yaml.safe_dump({"events": announced}, sort_keys=False), encoding="utf-8")
     (out_dir / "world.json").write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     n = len(world.services)
     return {"seed": seed, "services": n, "step_seconds": world.step_seconds,

@@ -17,6 +17,7 @@ from typing import Protocol
 from sentinel.config.schema import BasicAuthConfig
 from sentinel.config.secrets import read_secret
 from sentinel.core.alerts import AlertTransition
+from sentinel.core.incidents import episode_key
 from sentinel.sinks.outbox import Delivery
 from sentinel.tls import client_context
 
@@ -91,9 +92,10 @@ def alert_labels(service: str, severity: str, phase: str = "predicted") -> dict[
 
 
 def alert_annotations(transition: AlertTransition) -> dict[str, str]:
-    """`summary` and `description` in words, `risk`, and with drivers (a firing's metrics
-    behind the risk) `drivers`: a JSON list of {metric, contribution, z, away_seconds, trend,
-    text} as a string, since Alertmanager's annotations are strings."""
+    """`summary` and `description` in words, `risk`, `episode` (the key `sentinel feedback
+    --episode` and POST /feedback take), and with drivers (a firing's metrics behind the
+    risk) `drivers`: a JSON list of {metric, contribution, z, away_seconds, trend, text} as a
+    string, since Alertmanager's annotations are strings."""
     service, risk, at = transition.service, transition.risk, rfc3339(transition.ts)
     if transition.state == "firing" and transition.phase == "failing":
         summary = f"{service} is failing (its failure rule holds; failure risk {risk:.2f})"
@@ -114,7 +116,12 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
         summary = f"{service} is no longer at risk (failure risk {risk:.2f})"
         description = (f"Sentinel's predicted failure risk for {service} fell below the "
                        f"resolve threshold at {at} (event time): risk {risk:.3f}.")
-    annotations = {"summary": summary, "description": description, "risk": f"{risk:.4f}"}
+    annotations = {"summary": summary, "description": description, "risk": f"{risk:.4f}",
+                   "episode": episode_key(service, transition.started_ts)}
+    if transition.planned_event:  # the sale calendar had announced this
+        annotations["planned_event"] = transition.planned_event
+        description += f" A planned event is in progress: {transition.planned_event}."
+        annotations["description"] = description
     if transition.cause_service is not None:
         annotations["cause_service"] = transition.cause_service
     if transition.drivers:

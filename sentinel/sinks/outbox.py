@@ -91,9 +91,13 @@ def transition_from_json(raw: object) -> AlertTransition:
     drivers = raw.get("drivers", [])  # type: ignore[union-attr]
     if not isinstance(drivers, list):
         raise ValueError(f"not an alert transition (drivers {drivers!r}): {raw!r}")
+    planned = raw.get("planned_event", "")  # type: ignore[union-attr]
+    if not isinstance(planned, str):
+        raise ValueError(f"not an alert transition (planned_event {planned!r}): {raw!r}")
     return AlertTransition(service, state, ts, float(risk), started_ts, phase,
                            cause_service=cause,
-                           drivers=tuple(Driver.from_json(d) for d in drivers))
+                           drivers=tuple(Driver.from_json(d) for d in drivers),
+                           planned_event=planned)
 
 
 def _is_int(value: object) -> bool:

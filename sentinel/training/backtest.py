@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,12 @@ from sentinel.config.load import effective_topology
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertTransition
 from sentinel.core.buckets import Bucket
+from sentinel.core.context import ContextProvider
 from sentinel.core.pipeline import Pipeline, RiskModel, Score
 from sentinel.core.samples import Sample
 from sentinel.model.artifact import load_model
 from sentinel.training.baseline import BINARY_THRESHOLD, baseline_from_metadata
+from sentinel.training.dataset import offline_context
 from sentinel.training.evaluate import Coverage, evaluate
 from sentinel.training.history import DecodeStats, decode_lines, iter_jsonl_lines, label, series_from_buckets
 
@@ -39,8 +41,12 @@ class Replay:
 
 
 def replay(config: Config, model: RiskModel, samples: Sequence[Sample],
-           alerting: AlertingConfig) -> Replay:
-    pipeline = Pipeline(config, model, alerting, topology=effective_topology(config))
+           alerting: AlertingConfig, context: Mapping[str, ContextProvider] | None = None
+           ) -> Replay:
+    """`context`: the context providers (default: the config's, `offline_context`)."""
+    pipeline = Pipeline(config, model, alerting,
+                        offline_context(config) if context is None else context,
+                        topology=effective_topology(config))
     out = Replay()
     results = (pipeline.process(samples[i: i + CHUNK]) for i in range(0, len(samples), CHUNK))
     for result in [*results, pipeline.flush()]:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sentinel.config.calendar_file import read_calendar
 from sentinel.config.schema import Config
-from sentinel.core.context import ContextBatch
+from sentinel.core.calendar import CalendarProvider
+from sentinel.core.context import ContextBatch, ContextProvider
 from sentinel.core.features import tracked_metrics
 from sentinel.core.windows import max_missing_steps, scorable
 from sentinel.errors import DataError
@@ -29,6 +31,7 @@ class WindowSet:
     ts: np.ndarray
     y: np.ndarray
     known: np.ndarray  # the window's failure state is known (see `sentinel.training.history.label`)
+    judged: np.ndarray | None = None  # an operator's verdict relabelled the window (feedback)
 
     def raw(self, config: Config, rows: np.ndarray) -> np.ndarray:
         out = np.empty((len(rows), config.window_steps, len(tracked_metrics(config))))
@@ -45,6 +48,15 @@ class WindowSet:
                             config.window_steps)
 
 
+def offline_context(config: Config) -> dict[str, ContextProvider]:
+    """The context providers the config sets up, as training and backtests use them (fixed
+    for the run): the sale calendar's file (`calendar.file`) when there is one."""
+    providers: dict[str, ContextProvider] = {}
+    if config.calendar.file is not None:
+        providers["calendar"] = CalendarProvider(read_calendar(config.calendar.file))
+    return providers
+
+
 def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
     w = config.window_steps
     max_missing = max_missing_steps(w, config.stream.max_missing_fraction)
@@ -59,7 +71,10 @@ def labelled_windows(labelled: list[Labelled], config: Config) -> WindowSet:
         keep = scorable(views, feature_columns, max_missing)
         steps = steps[keep]
         ts = item.series.ts[steps]
-        parts.append((np.full(len(steps), k), steps, ts, y[keep], steps >= item.labelled_from))
+        judged = (item.feedback[steps] if item.feedback is not None
+                  else np.zeros(len(steps), dtype=bool))
+        parts.append((np.full(len(steps), k), steps, ts, y[keep],
+                      (steps >= item.labelled_from) | judged, judged))
     if not parts:
         raise DataError(f"no scorable window of {w} steps in the history")
     columns = [np.concatenate(c) for c in zip(*parts, strict=True)]

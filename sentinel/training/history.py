@@ -18,6 +18,7 @@ import numpy as np
 from sentinel.config.schema import Config
 from sentinel.core.buckets import Bucket, Bucketer
 from sentinel.core.features import tracked_metrics
+from sentinel.core.incidents import LabelSources, covered_steps, feedback_span
 from sentinel.core.labels import FailureEvent, failing_steps, failure_events, failure_runs, targets
 from sentinel.core.samples import MAX_MESSAGE_BYTES, Rejection, ReplayClock, Sample, decode
 from sentinel.errors import DataError
@@ -135,25 +136,56 @@ class Labelled:
     events: list[FailureEvent]
     y: np.ndarray  # per step: 1, 0 or NaN (inside a failure)
     labelled_from: int = 0  # first step whose failure state is known (see `label`)
+    # per step: an operator's verdict relabelled the window ending there (see `label`)
+    feedback: np.ndarray | None = None
 
 
-def label(series: Series, config: Config) -> Labelled:
+def label(series: Series, config: Config, sources: LabelSources | None = None) -> Labelled:
     """Events and targets. Steps before the failure rule's metrics are first observed are
     *unlabelled* (an old history without the `incident` flag, say): nobody knows whether the
     service failed there, so they are neither failures nor healthy examples. Training uses
-    them only to fit the input scaling; evaluation skips them."""
+    them only to fit the input scaling; evaluation skips them.
+
+    With `sources` (training only): in mode "incidents" the recorded incidents alone make the
+    events (labelled from `incidents_from_ts`, else from the first step), in mode "both"
+    they join the rule's; an incident counts however short it was (no `for`). Operator
+    feedback then relabels the windows around each judged episode (`feedback` marks them),
+    except windows inside a failure, which stay without a target."""
+    sources = sources or LabelSources()
     metrics = tracked_metrics(config)
     failing = failing_steps(series.values, metrics, config.failure)
-    runs = failure_runs(failing, config.failure_for_steps, config.horizon_steps)
     rule_columns = [metrics.index(c.metric) for c in config.failure.conditions]
     observed = np.flatnonzero(~np.isnan(series.values[:, rule_columns]).all(axis=1))
     labelled_from = int(observed[0]) if len(observed) else len(series.values)
+    if sources.mode == "rule":
+        runs = failure_runs(failing, config.failure_for_steps, config.horizon_steps)
+    else:
+        ts = series.ts
+        recorded = covered_steps(ts, config.step_seconds, [
+            (i.start_ts, i.end_ts) for i in sources.incidents if i.service == series.service])
+        if sources.mode == "both":
+            for s, e in failure_runs(failing, config.failure_for_steps):
+                recorded[s: e + 1] = True
+        runs = failure_runs(recorded, 1, config.horizon_steps)
+        from_ts = sources.incidents_from_ts
+        incidents_from = 0 if from_ts is None else int(np.searchsorted(ts, from_ts))
+        labelled_from = (incidents_from if sources.mode == "incidents"
+                         else min(labelled_from, incidents_from))
     events = failure_events(series.service, series.first_ts, config.step_seconds, runs)
     if series.step_ts is not None:  # a series with jumps: each run's ts from its rows
         events = [FailureEvent(series.service, int(series.step_ts[s]), int(series.step_ts[e]))
                   for s, e in runs]
-    return Labelled(series, events, targets(len(series.values), runs, config.horizon_steps),
-                    labelled_from)
+    y = targets(len(series.values), runs, config.horizon_steps)
+    judged = None
+    mine = [f for f in sources.feedback if f.service == series.service]
+    if mine:
+        judged = np.zeros(len(y), dtype=bool)
+        for item in mine:
+            first, last = feedback_span(item, config.horizon_seconds)
+            rows = (series.ts >= first) & (series.ts <= last) & ~np.isnan(y)
+            y[rows] = 0.0 if item.verdict == "false_alarm" else 1.0
+            judged |= rows
+    return Labelled(series, events, y, labelled_from, judged)
 
 
 def window_view(values: np.ndarray, window_steps: int) -> np.ndarray:

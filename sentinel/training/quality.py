@@ -43,6 +43,7 @@ import numpy as np
 from sentinel.config.schema import Config
 from sentinel.core.alerts import AlertTransition
 from sentinel.core.features import tracked_metrics
+from sentinel.core.incidents import LabelSources
 from sentinel.core.labels import FailureEvent
 from sentinel.core.topology import Topology
 from sentinel.training.evaluate import average_precision, replay_alerts
@@ -149,18 +150,23 @@ class RobustScale:
         return (values - median) / self.scale.get(service, self.pooled_scale)
 
 
-def labelled_series(paths: Iterable[str | Path], config: Config) -> dict[str, Labelled]:
-    """Every service's series with its events, as `sentinel train` reads and labels them."""
+def labelled_series(paths: Iterable[str | Path], config: Config,
+                    sources: LabelSources | None = None) -> dict[str, Labelled]:
+    """Every service's series with its events, as `sentinel train` reads and labels them
+    (with `sources`: from incidents too, as `training.labels` says)."""
     series, _ = read_series(list(paths), config)
-    return {s: label(x, config) for s, x in series.items()}
+    return {s: label(x, config, sources) for s, x in series.items()}
 
 
 def truth_of(config: Config, item: Labelled, report_from_ts: int | None = None) -> Truth | None:
-    """The service's events and labelled span: where any failure-rule metric was observed,
-    from `report_from_ts` less one window and one horizon on; None when nothing is labelled."""
+    """The service's events and labelled span: where any failure-rule metric was observed (or,
+    where none is, from the first step an incident history labels), from `report_from_ts`
+    less one window and one horizon on; None when nothing is labelled."""
     metrics = tracked_metrics(config)
     columns = [metrics.index(c.metric) for c in config.failure.conditions]
     known = np.flatnonzero((~np.isnan(item.series.values[:, columns])).any(axis=1))
+    if not len(known):  # labelled by incidents alone (training.labels: incidents)
+        known = np.arange(item.labelled_from, len(item.series.values))
     if not len(known):
         return None
     ts = item.series.ts
@@ -391,10 +397,12 @@ def static_curve(config: Config, rule: StaticRule, scale: RobustScale, train: Ma
 def assess(config: Config, train: Mapping[str, Labelled], test: Mapping[str, Labelled],
            scores: Scores, transitions: Iterable[AlertTransition],
            operating_threshold: float | None = None, report_from_ts: int | None = None,
-           topology: Topology | None = None) -> dict[str, Any]:
+           topology: Topology | None = None, sales: Sequence[tuple[float, bool]] | None = None
+           ) -> dict[str, Any]:
     """Everything QUALITY.md reports for one train/test pair, JSON-ready; with a `topology`
     (the data's, whether or not the model used it) also the figures per kind of failure:
-    cascades and failures that start in the service itself (`by_cause`)."""
+    cascades and failures that start in the service itself (`by_cause`); with `sales`
+    ((start_ts, announced) of the test data's sales), the figures split by sale phase."""
     transitions = list(transitions)
     train_truths = truths_of(config, train)
     test_truths = truths_of(config, test, report_from_ts)
@@ -412,7 +420,31 @@ def assess(config: Config, train: Mapping[str, Labelled], test: Mapping[str, Lab
                                                  {s: (t, np.nan_to_num(v, nan=-1e300))
                                                   for s, (t, v) in static_scores.items()})))
     s_curve = static_curve(config, rule, scale, train, test, test_truths)
+    phases = None
+    if sales is not None:
+        static_at = [p for p in s_curve if (p.false_alerts_per_service_day or 0.0) <= 1.0]
+        static_best = max(static_at, key=lambda p: (p.early_recall or 0.0,
+                                                    -(p.false_alerts_per_service_day or 0.0)),
+                          default=None)
+        static_split = None
+        if static_best is not None:
+            episodes = {}
+            for service, column in values.items():
+                with np.errstate(invalid="ignore"):
+                    holds = (column >= static_best.threshold if rule.direction == ">="
+                             else column <= static_best.threshold)
+                episodes[service] = static_episodes(holds, test[service].series.ts,
+                                                    static_for_steps(config))
+            static_split = {"threshold": static_best.threshold,
+                            "false_alerts_per_service_day": static_best.false_alerts_per_service_day,
+                            "early_recall": static_best.early_recall,
+                            "phases": split_by_phase(config, test_truths, episodes, sales)}
+        phases = {"model_operating": split_by_phase(
+                      config, test_truths, episodes_from_transitions(transitions), sales),
+                  "model_at_1": phases_at_budget(config, test_truths, scores, curve, sales, 1.0),
+                  "static_at_1": static_split}
     return {
+        "phases": phases,
         "model": {"operating_threshold": operating_threshold, **model.to_json()},
         "model_curve": [asdict(p) for p in curve],
         "static": {"rule": asdict(rule), "train": on_train.to_json(), "test": on_test.to_json()},
@@ -484,3 +516,61 @@ def _pct(values: list[float], q: float) -> float | None:
 def _round(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
 
+
+
+# --- split by sale phase (issue 18: the sale calendar) ------------------------------------
+
+SALE_BEFORE_SECONDS, SALE_AFTER_SECONDS = 600, 1800  # a sale's window: 10 min before to 30 after
+PHASES = ("announced_sale", "unannounced_promotion", "quiet")
+
+
+def sale_phase(ts: float, sales: Sequence[tuple[float, bool]]) -> str:
+    """Which phase `ts` falls in, given sales as (start_ts, announced): within 10 minutes
+    before to 30 minutes after the start of an announced sale, of an unannounced one, or
+    neither (an announced sale wins where both overlap)."""
+    near = [announced for start, announced in sales
+            if start - SALE_BEFORE_SECONDS <= ts < start + SALE_AFTER_SECONDS]
+    if not near:
+        return "quiet"
+    return "announced_sale" if any(near) else "unannounced_promotion"
+
+
+def split_by_phase(config: Config, truths: Mapping[str, Truth], episodes: Mapping[str, Episodes],
+                   sales: Sequence[tuple[float, bool]]) -> dict[str, dict[str, Any]]:
+    """Per phase: the events that start in it and how many were announced early, and the
+    false alerts (as `grade` counts them) that fire in it."""
+    out = {p: {"events": 0, "early": 0, "false_alerts": 0} for p in PHASES}
+    for service, truth in truths.items():
+        ep = episodes.get(service, NO_EPISODES)
+        inside = (ep.fire_ts >= truth.first_ts) & (ep.fire_ts <= truth.last_ts)
+        fire = ep.fire_ts[inside]
+        for event in counted(config, truth):
+            phase = out[sale_phase(event.start_ts, sales)]
+            phase["events"] += 1
+            s = event.start_ts
+            phase["early"] += bool(((fire >= s - config.horizon_seconds) & (fire < s)).any())
+        starts = np.array([e.start_ts - config.horizon_seconds for e in truth.events], float)
+        ends = np.array([e.end_ts for e in truth.events], float)
+        excused = ((fire[:, None] >= starts[None, :]) & (fire[:, None] <= ends[None, :])).any(axis=1)
+        for ts in fire[~excused].tolist():
+            out[sale_phase(ts, sales)]["false_alerts"] += 1
+    for figures in out.values():
+        figures["early_recall"] = _ratio(figures["early"], figures["events"])
+    return out
+
+
+def phases_at_budget(config: Config, truths: Mapping[str, Truth], scores: Scores,
+                     curve: Sequence[CurvePoint], sales: Sequence[tuple[float, bool]],
+                     budget: float) -> dict[str, Any]:
+    """The model's split by phase at the threshold of its curve with the best early recall
+    within `budget` false alerts per service-day (ties: the fewest false alerts)."""
+    within = [p for p in curve if (p.false_alerts_per_service_day or 0.0) <= budget]
+    if not within:
+        return {"threshold": None, "phases": None}
+    best = max(within, key=lambda p: (p.early_recall or 0.0, -(p.false_alerts_per_service_day or 0.0)))
+    alerting = replace(config.alerting, threshold=None).resolved(best.threshold)
+    transitions = [t for service, (ts, risk) in scores.items()
+                   for t in replay_alerts(alerting, config.step_seconds, service, ts, risk)]
+    return {"threshold": best.threshold, "false_alerts_per_service_day":
+            best.false_alerts_per_service_day, "early_recall": best.early_recall,
+            "phases": split_by_phase(config, truths, episodes_from_transitions(transitions), sales)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +20,14 @@ from sentinel.config.load import effective_topology
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.context import ContextLayout, ContextProvider, with_context
 from sentinel.core.features import Scaler, tracked_metrics
+from sentinel.core.incidents import Feedback, LabelSources, feedback_span
 from sentinel.errors import DataError
 from sentinel.model.artifact import save_model, schema_of
 from sentinel.training.baseline import tune_baseline
-from sentinel.training.dataset import WindowSet, labelled_windows
+from sentinel.training.dataset import WindowSet, labelled_windows, offline_context
 from sentinel.training.evaluate import Coverage, average_precision, evaluate, replay_alerts
 from sentinel.training.history import Labelled, label, read_series
+from sentinel.training.incidents import read_incidents
 from sentinel.training.keras_model import Scorer, build_model
 from sentinel.training.topology import SeriesTopology
 
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 MIN_VALIDATION_FAILURES = 3
+FEEDBACK_REPEAT = 5  # each window an operator's verdict relabelled is trained on this often
 CHANCE_MARGIN = 1.5  # a PR-AUC below this times the positive share ranks like chance
 SCALER_WINDOWS = 20_000  # windows sampled to decide transforms and fit the scaling
 
@@ -51,19 +54,38 @@ def validation_cut(config: Config, labelled: list[Labelled], first: int, last: i
     return cut
 
 
+def label_sources(config: Config, incidents: str | Path | None = None,
+                  feedback: Sequence[Feedback] = ()) -> LabelSources:
+    """What labels training: `training.labels`, the incidents file (`incidents`, else
+    `training.incidents`) and operator feedback."""
+    cfg = config.training
+    path = incidents if incidents is not None else cfg.incidents
+    if cfg.labels == "rule" and path is not None:
+        raise DataError(f"an incidents file ({path}) is given but training.labels is 'rule': "
+                        "set training.labels to 'incidents' or 'both' (or --labels)")
+    if cfg.labels != "rule" and path is None:
+        raise DataError(f"training.labels is {cfg.labels!r} but no incidents file is given: set "
+                        "training.incidents or pass --incidents FILE")
+    return LabelSources(cfg.labels, read_incidents(path) if path is not None else (),
+                        cfg.incidents_from, tuple(feedback))
+
+
 def train(config: Config, history: Iterable[str | Path], out: Path,
-          until_ts: float | None = None, no_skill: bool = False) -> dict[str, Any]:
+          until_ts: float | None = None, no_skill: bool = False,
+          sources: LabelSources | None = None) -> dict[str, Any]:
     """Train, validate and save a model; returns the JSON summary.
 
     `until_ts`: train on the samples before it only (the retrainer keeps a holdout after it).
+    `sources`: incidents and feedback besides the rule (default: `label_sources(config)`).
     `no_skill` zeroes every weight after training: a deliberately bad model (risk 0.5 for
     every window), for tests of the retraining gate; never set it otherwise."""
     import keras
 
     started = time.monotonic()
     cfg = config.training
+    sources = sources if sources is not None else label_sources(config)
     series, stats = read_series(list(history), config, until_ts)
-    labelled = [label(s, config) for s in series.values()]
+    labelled = [label(s, config, sources) for s in series.values()]
     windows = labelled_windows(labelled, config)
     if not windows.known.any():
         raise DataError("no window of the history has its failure state known: the metrics of "
@@ -81,9 +103,15 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
     # Thin the easy negatives, keep every hard one: the windows just before a failure's
     # horizon look like its precursors and teach the model *when*, not just *whether*.
     hard = near_failures(windows, negatives, config.horizon_seconds, 3 * config.horizon_seconds)
+    judged = (windows.judged if windows.judged is not None
+              else np.zeros(len(windows.ts), dtype=bool))
+    hard |= judged[negatives]  # a false alarm's windows: the hardest negatives there are
     negatives = np.union1d(negatives[hard], negatives[~hard][:: cfg.negative_stride])
     fit_rows = cap_windows(np.sort(np.concatenate([positives, negatives])), positives,
                            cfg.max_windows)
+    # An operator's verdict is rare and certain: its windows weigh FEEDBACK_REPEAT times
+    feedback_rows = fit_rows[judged[fit_rows]]
+    fit_rows = np.sort(np.concatenate([fit_rows, np.repeat(feedback_rows, FEEDBACK_REPEAT - 1)]))
     log.info("training on %d windows (%d failure precursors), validating on %d",
              len(fit_rows), len(positives), len(val_rows))
 
@@ -145,7 +173,9 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
         "training": {"first_ts": first, "last_ts": last, "validation_from_ts": int(cut),
                      "windows": len(fit_rows), "positives": len(positives),
                      "epochs": len(history_cb.history["loss"]), "seed": cfg.seed,
-                     "decode": stats.to_json()},
+                     "decode": stats.to_json(),
+                     "labels": {"mode": sources.mode, "incidents": len(sources.incidents)},
+                     "feedback": feedback_used(config, sources, windows, train_rows)},
         "operating_threshold": operating_threshold,
         "validation": validation,
         "baseline": baseline,
@@ -158,12 +188,29 @@ def train(config: Config, history: Iterable[str | Path], out: Path,
             "baseline": baseline["rule"], "skill": skill}
 
 
+def feedback_used(config: Config, sources: LabelSources, windows: WindowSet,
+                  train_rows: np.ndarray) -> dict[str, int]:
+    """Operator verdicts that relabelled at least one training window, by verdict, and the
+    windows they relabelled (a verdict on an episode outside the training range counts 0)."""
+    used = {"false_alarm": 0, "confirmed": 0}
+    if windows.judged is None or not sources.feedback:
+        return {**used, "windows": 0}
+    rows = train_rows[windows.judged[train_rows]]
+    services = np.array([windows.labelled[k].series.service for k in windows.series_index[rows]])
+    for item in sources.feedback:
+        first, last = feedback_span(item, config.horizon_seconds)
+        ts = windows.ts[rows[services == item.service]] if len(rows) else np.zeros(0)
+        if ((ts >= first) & (ts <= last)).any():
+            used[item.verdict] += 1
+    return {**used, "windows": len(rows)}
+
+
 def training_context(config: Config, windows: WindowSet, scaler: Scaler
                      ) -> dict[str, ContextProvider]:
     """The context providers (`sentinel.core.context`) the model trains with, by name: the
     ones the config sets up, built on the training data itself, so that training computes
     the same channels as the pipeline does live and in a backtest."""
-    providers: dict[str, ContextProvider] = {}
+    providers: dict[str, ContextProvider] = dict(offline_context(config))
     topology = effective_topology(config)
     if topology:
         providers["topology"] = SeriesTopology(topology, windows.labelled, config, scaler)

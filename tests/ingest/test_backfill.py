@@ -136,3 +136,39 @@ def test_a_prometheus_url_with_credentials_or_without_a_scheme_is_refused(url, t
     with pytest.raises(ConfigError) as caught:
         backfill(config(), url, str(T0), str(T0 + 60), tmp_path)
     assert caught.value.key == "--prometheus" and "pw" not in str(caught.value)
+
+
+def alerts_answer(request: Received) -> Reply:
+    """ALERTS: HighLatency fires for a at T0+20..T0+40 and T0+90..T0+100 (across the 1-minute
+    chunks), Down for b at T0+60..T0+70; a series without a job is skipped."""
+    params = {k: v[0] for k, v in parse_qs(urlsplit(request.path).query).items()}
+    start, end = float(params["start"]), float(params["end"])
+    spans = [({"job": "a", "alertname": "HighLatency"}, [20, 30, 40, 90, 100]),
+             ({"job": "b", "alertname": "Down"}, [50, 60, 70]), ({"alertname": "NoJob"}, [0])]
+    result = [{"metric": labels, "values": [[T0 + t, "1" if t != 50 else "0"] for t in at
+                                            if start <= T0 + t <= end]}
+              for labels, at in spans]
+    return Reply(200, body=json.dumps({"status": "success",
+                                       "data": {"resultType": "matrix", "result": result}}).encode())
+
+
+def test_incidents_from_the_alerts_series_join_runs_across_chunks(receiver, tmp_path, capsys):
+    from sentinel.cli import main
+    from sentinel.training.incidents import read_incidents
+
+    receiver.respond = alerts_answer
+    cfg = tmp_path / "c.yaml"
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    raw["input"] = {"service_label": "job"}
+    raw["features"] = [{"name": "qps"}, {"name": "error_rate"}, {"name": "p99_ms"}]
+    cfg.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "incidents.csv"
+    assert main(["backfill", "--config", str(cfg), "--prometheus", receiver.url(""), "--start",
+                 str(T0), "--end", str(T0 + 120), "--chunk", "1m", "--incidents-out", str(out),
+                 "--alerts-query", 'ALERTS{alertstate="firing",severity="page"}']) == 0
+    assert json.loads(capsys.readouterr().out)["incidents"] == 3
+    incidents = [(i.service, i.start_ts - T0, i.end_ts - T0, i.cause) for i in read_incidents(out)]
+    assert incidents == [("a", 20, 50, "HighLatency"), ("b", 60, 80, "Down"),
+                         ("a", 90, 110, "HighLatency")]
+    queries = {parse_qs(urlsplit(r.path).query)["query"][0] for r in receiver.received}
+    assert queries == {'ALERTS{alertstate="firing",severity="page"}'}

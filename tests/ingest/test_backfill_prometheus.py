@@ -7,6 +7,7 @@ it); skipped with that reason where it is absent.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -70,14 +71,12 @@ def openmetrics(rows: dict[tuple[str, int], dict[str, float]], start: int) -> st
     return "\n".join(out) + "\n# EOF\n"
 
 
-@pytest.fixture
-def prometheus(tmp_path: Path):
-    """(URL, first ts, rows written): a Prometheus serving a day of history from TSDB blocks."""
-    start = (int(time.time()) - 86400 - 7200) // 3600 * 3600
-    rows = history(start)
+@contextlib.contextmanager
+def serving(tmp_path: Path, text: str):
+    """The URL of a Prometheus serving the OpenMetrics `text` from TSDB blocks."""
     data = tmp_path / "tsdb"
     source = tmp_path / "history.om"
-    source.write_text(openmetrics(rows, start))
+    source.write_text(text)
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(source), str(data)],
                    check=True, capture_output=True, timeout=300)
     config = tmp_path / "prometheus.yml"
@@ -97,11 +96,48 @@ def prometheus(tmp_path: Path):
             return False
     try:
         wait_until(ready, 60, "Prometheus ready")
-        yield f"http://127.0.0.1:{port}", start, rows
+        yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(10)
         log.close()
+
+
+@pytest.fixture
+def prometheus(tmp_path: Path):
+    """(URL, first ts, rows written): a Prometheus serving a day of history from TSDB blocks."""
+    start = (int(time.time()) - 86400 - 7200) // 3600 * 3600
+    rows = history(start)
+    with serving(tmp_path, openmetrics(rows, start)) as url:
+        yield url, start, rows
+
+
+def test_incidents_from_a_real_prometheus_alerts_series(tmp_path: Path) -> None:
+    """ALERTS as Prometheus stores its rules' alerts: 1 while firing, no sample otherwise."""
+    from sentinel.ingest.backfill import backfill_incidents
+    from sentinel.training.incidents import read_incidents
+
+    start = (int(time.time()) - 7200) // 3600 * 3600
+    firing = {("checkout", "HighLatency", "page"): [(600, 900), (1800, 1860)],
+              ("payment", "Down", "page"): [(1200, 1500)],
+              ("search", "Slow", "ticket"): [(300, 400)]}
+    lines = ["# TYPE ALERTS gauge"]
+    for (job, name, severity), spans in firing.items():
+        lines += [f'ALERTS{{alertname="{name}",alertstate="firing",job="{job}",'
+                  f'severity="{severity}"}} 1 {start + t}'
+                  for a, b in spans for t in range(a, b, STEP)]
+    lines.sort(key=lambda line: int(line.rsplit(" ", 1)[1]) if line[0] != "#" else 0)
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    raw["input"] = {"service_label": "job"}
+    with serving(tmp_path, "\n".join(lines) + "\n# EOF\n") as url:
+        summary = backfill_incidents(parse_config(raw), url, str(start), str(start + 3600),
+                                     tmp_path / "incidents.csv",
+                                     'ALERTS{alertstate="firing",severity="page"}', chunk="20m")
+    assert summary["incidents"] == 3
+    got = [(i.service, i.start_ts - start, i.end_ts - start, i.cause)
+           for i in read_incidents(tmp_path / "incidents.csv")]
+    assert got == [("checkout", 600, 900, "HighLatency"), ("payment", 1200, 1500, "Down"),
+                   ("checkout", 1800, 1860, "HighLatency")]
 
 
 @pytest.mark.slow

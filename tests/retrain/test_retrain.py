@@ -15,6 +15,7 @@ import shutil
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from sentinel.cli import main
 from sentinel.config.load import parse_config
 from sentinel.config.schema import Config
+from sentinel.core.incidents import episode_key
 from sentinel.core.pipeline import Pipeline
 from sentinel.core.samples import Sample, decode
 from sentinel.daemon.daemon import Daemon
@@ -39,9 +41,11 @@ from sentinel.errors import ConfigError, ModelError
 from sentinel.model.artifact import CHECKSUMS, METADATA, WEIGHTS, load_model, save_model
 from sentinel.retrain.registry import POINTER, VERSIONS, ModelRegistry
 from sentinel.retrain.scheduler import Retrainer
+from sentinel.runner import App
 from sentinel.sim import simulate
 from sentinel.training.backtest import replay
-from sentinel.training.history import read_series, series_from_buckets
+from sentinel.training.history import label, read_series, series_from_buckets
+from tests.testkit.broker import free_port
 from tests.testkit.clock import FakeClock
 from tests.testkit.daemon import BASE_CONFIG, STREAM, InProcessDaemon, expected, keyed, produce, write_config
 from tests.testkit.history import CONFIG, T0, store_at, synthetic
@@ -162,6 +166,11 @@ def test_models_cli_lists_promotes_imports_and_rolls_back(trained, tmp_path, cap
     assert [(v["version"], v["current"]) for v in listed] == [(version_name(9), True),
                                                               (first, False)]
     assert listed[1]["pr_auc"] is not None
+    assert listed[1]["labels"] == "rule"
+    assert listed[1]["feedback"] == {"false_alarm": 0, "confirmed": 0, "windows": 0}
+    assert main(["models", "list", "--config", cfg]) == 0
+    assert "labels rule  feedback used 0 false alarm(s), 0 confirmed (0 windows)" in \
+        capsys.readouterr().out
 
     assert main(["models", "rollback", "--config", cfg]) == 0
     assert json.loads(capsys.readouterr().out)["current"] == first
@@ -754,3 +763,68 @@ def test_retraining_needs_the_history_store():
     raw["history"] = {"max_bytes": "512MiB", "retention": "2d"}
     config = parse_config(raw)
     assert (config.history.max_bytes, config.history.retention_seconds) == (512 << 20, 172800)
+
+
+@pytest.mark.slow
+def test_a_false_alarm_marked_on_the_daemon_is_learned_by_the_next_retrain(
+        trained, tmp_path, recorded_history, capsys):
+    """The feedback round trip: a retrain, a replay of its training day, one of its false
+    alarms marked through the daemon's POST /feedback, the next retrain, the same replay."""
+    path, config = retrain_config(tmp_path, trained, margin=1.0)  # promote whatever it scores
+    raw = yaml.safe_load(path.read_text())
+    raw["metrics"] = {"listen": f"127.0.0.1:{free_port()}"}
+    path.write_text(yaml.safe_dump(raw))
+    config = parse_config(raw, str(path))
+    retrainer, _ = retrainer_for(config, recorded_history)
+    assert retrainer.run_once() == "promoted", retrainer.last.reason
+    holdout_from = retrainer.last.facts["holdout_from_ts"]
+    day = [s for s in (decode(json.dumps(x)) for x in SALE_DAY)
+           if isinstance(s, Sample) and s.ts < holdout_from]
+    events = {s: label(x, config).events for s, x in
+              read_series([retrainer.store.directory], config, holdout_from)[0].items()}
+
+    first_model = load_model(retrainer.registry.current().path, config)
+    # the operator's threshold, fixed for both replays: high enough to fire a few times a day
+    risk = [s.risk for s in replay(config, first_model.scorer, day,
+                                   config.alerting.resolved(0.5)).scores]
+    alerting = config.alerting.resolved(float(np.quantile(risk, 0.98)))
+
+    def firings(model_dir: Path) -> list:
+        run = replay(config, load_model(model_dir, config).scorer, day, alerting)
+        return [t for t in run.transitions if t.state == "firing" and t.phase == "predicted"]
+
+    def false_alarms(fired: list) -> list:
+        return [t for t in fired if not any(e.start_ts - config.horizon_seconds <= t.ts <= e.end_ts
+                                            for e in events[t.service])]
+
+    before = firings(retrainer.registry.current().path)
+    marked = false_alarms(before)
+    assert marked, f"no false alarm to mark among {len(before)} firings: the test needs one"
+    target = marked[0]
+    episode = episode_key(target.service, target.started_ts)
+
+    app = App.create(config)
+    app.server.start()
+    try:
+        request = urllib.request.Request(
+            f"http://{config.metrics.listen}/feedback", method="POST",
+            data=json.dumps({"episode": episode, "verdict": "false_alarm",
+                             "note": "sale traffic, not a failure"}).encode())
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 201
+            assert json.loads(response.read())["service"] == target.service
+    finally:
+        app.server.stop()
+
+    assert retrainer.run_once() == "promoted", retrainer.last.reason
+    metadata = json.loads((retrainer.registry.current().path / METADATA).read_text())
+    assert metadata["training"]["feedback"]["false_alarm"] == 1
+    after = firings(retrainer.registry.current().path)
+    near = [t.ts for t in after if t.service == target.service
+            and abs(t.ts - target.ts) <= config.horizon_seconds]
+    with capsys.disabled():
+        print(f"\nfeedback round trip at threshold {alerting.threshold:.3f}: {len(before)} "
+              f"firings ({len(marked)} false alarms) before, "
+              f"{len(after)} ({len(false_alarms(after))}) after; the marked one at "
+              f"{target.ts} ({target.service}): after it, {near or 'no firing'} within one horizon")
+    assert all(ts > target.ts for ts in near)  # gone, or later

@@ -225,3 +225,16 @@ def test_topology_out_writes_a_topology_file_the_config_reads(tmp_path, name, ca
     assert topology.dependencies("gateway") == ("catalog",)
     assert {caller for caller, _ in topology.edges} == {
         p.name for p in profiles(8) if p.deps}
+def test_calendar_out_holds_the_announced_sales_and_the_summary_names_the_rest(tmp_path):
+    from sentinel.cli import main
+    from sentinel.config.calendar_file import read_calendar
+
+    out, calendar = tmp_path / "day.jsonl", tmp_path / "sales.yaml"
+    assert main(["simulate", "--services", "2", "--days", "3", "--seed", "4", "--out", str(out),
+                 "--calendar-out", str(calendar)]) == 0
+    summary = simulate(2, 3, 4).summary
+    events = read_calendar(calendar)
+    announced = [s["start_ts"] for s in summary["sale_schedule"] if s["announced"]]
+    assert [e.start_ts for e in events] == announced
+    assert 0 < len(announced) == summary["sales_announced"] < summary["sales"]
+    assert all(e.services is None and e.end_ts > e.start_ts + 600 for e in events)

@@ -123,7 +123,11 @@ def test_write_world_writes_train_then_test_and_the_cli_prints_a_summary(tmp_pat
     assert len(train) == summary["train"]["samples"] and len(test) == summary["test"]["samples"]
     assert min(s["ts"] for s in test) > max(s["ts"] for s in train) - 60
     doc = json.loads((out / "world.json").read_text())
-    assert {"topology", "truth", "services", "metrics"} <= set(doc)
+    assert {"topology", "truth", "services", "metrics", "promotions"} <= set(doc)
+    from sentinel.config.calendar_file import read_calendar  # the announced promotions
+
+    announced = [e["start"] for e in doc["promotions"]["train"] if e["announced"]]
+    assert [e.start_ts for e in read_calendar(out / "calendar-train.yaml")] == announced
     args = ["--seed", "5", "--train-days", "0.05", "--test-days", "0.05", "--out-dir", str(tmp_path / "c")]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["seed"] == 5

@@ -124,8 +124,10 @@ def test_webhook_body_is_the_alertmanager_format_and_signed(
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"
     assert alert["fingerprint"] == FIRING.episode_key
     assert alert["generatorURL"] == ""
-    assert set(alert["annotations"]) == {"summary", "description", "risk"}
+    assert set(alert["annotations"]) == {"summary", "description", "risk", "episode"}
     assert alert["annotations"]["risk"] == "0.9100"
+    # the key `sentinel feedback --episode` takes: the service label and startsAt
+    assert alert["annotations"]["episode"] == "checkout@2025-11-23T12:00:00Z"
     assert body["commonAnnotations"] == alert["annotations"]
 
 

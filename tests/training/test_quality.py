@@ -11,6 +11,7 @@ import pytest
 
 from sentinel.config.load import parse_config
 from sentinel.core.alerts import AlertTransition
+from sentinel.core.labels import FailureEvent
 from sentinel.training import quality
 from sentinel.training.evaluate import Coverage, evaluate
 from sentinel.training.history import Series, label
@@ -218,3 +219,22 @@ def test_quick_harness_run_end_to_end(tmp_path: Path) -> None:
     assert "kept" in text and "tail" in text and "old" not in text
     assert "model early recall at <= 1 false/day" in text
     assert (tmp_path / "plots" / "quality-a.png").stat().st_size > 1000
+
+
+def test_split_by_sale_phase_counts_events_and_false_alerts_where_they_happen() -> None:
+    config = parse_config({"step": "10s", "window": "60s", "horizon": "60s",
+                           "features": [{"name": "qps"}],
+                           "failure": {"any": [{"metric": "qps", "op": ">=", "value": 1}]}})
+    t0 = 1_763_942_400
+    sales = [(t0 + 10_000, True), (t0 + 20_000, False)]
+    events = [FailureEvent("a", t0 + 10_100, t0 + 10_200), FailureEvent("a", t0 + 20_500, t0 + 20_600),
+              FailureEvent("a", t0 + 40_000, t0 + 40_100)]
+    truths = {"a": quality.Truth(events, t0, t0 + 50_000)}
+    fire = np.array([t0 + 10_050, t0 + 9_500, t0 + 20_000, t0 + 30_000], float)  # early, 3 false
+    episodes = {"a": quality.Episodes(fire, fire + 30)}
+    split = quality.split_by_phase(config, truths, episodes, sales)
+    assert split["announced_sale"] == {"events": 1, "early": 1, "false_alerts": 1, "early_recall": 1.0}
+    assert split["unannounced_promotion"] == {"events": 1, "early": 0, "false_alerts": 1,
+                                              "early_recall": 0.0}
+    assert split["quiet"] == {"events": 1, "early": 0, "false_alerts": 1, "early_recall": 0.0}
+    assert quality.sale_phase(t0 + 10_000 - 601, sales) == "quiet"
