@@ -80,6 +80,11 @@ def test_backtest_alerts_follow_the_contract(run: dict) -> None:
 
 def test_report_grades_model_and_baseline(run: dict) -> None:
     report = run["report"]
+    alerts = [json.loads(line) for line in run["paths"]["alerts.jsonl"].read_text().splitlines()]
+    firing = [a for a in alerts if a["state"] == "firing"]
+    assert report["drivers"]["firings"] == len(firing)
+    assert report["drivers"]["with_drivers"] == sum(bool(a.get("drivers")) for a in firing)
+    assert sum(report["drivers"]["top_driver"].values()) == report["drivers"]["with_drivers"]
     model, baseline = report["model"]["overall"], report["baseline"]["overall"]
     assert model["failures"] == baseline["failures"] > 0
     assert 0.0 <= model["early_recall"] <= 1.0
