@@ -88,6 +88,7 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
         "model": evaluate(config, events, run.transitions, coverage, targets(run.scores), risk),
         "baseline": {"rule": loaded.metadata["baseline"]["rule"],
                      **evaluate(config, events, base.transitions, coverage)},
+        "drivers": drivers_summary(run.transitions),
     }
     write_alerts(run.transitions, alerts_out)
     write_scores(run.scores, scores_out)
@@ -104,6 +105,17 @@ def backtest(config: Config, model_dir: Path, data: Iterable[str | Path], alerts
         write_report_html(config, report, labelled, run.scores, run.transitions,
                           alerting.threshold or 0.5, Path(report_html_out))
     return report
+
+
+def drivers_summary(transitions: Iterable[AlertTransition]) -> dict[str, Any]:
+    """How many firings carry drivers, and how often each metric was the top one."""
+    firings = [t for t in transitions if t.state == "firing"]
+    top: dict[str, int] = {}
+    for t in firings:
+        if t.drivers:
+            top[t.drivers[0].metric] = top.get(t.drivers[0].metric, 0) + 1
+    return {"firings": len(firings), "with_drivers": sum(bool(t.drivers) for t in firings),
+            "top_driver": dict(sorted(top.items(), key=lambda kv: (-kv[1], kv[0])))}
 
 
 def json_text(document: Any, indent: int | None = None) -> str:

@@ -112,6 +112,11 @@ def _summary(report: Mapping[str, Any]) -> str:
              f"baseline rule: <code>{html.escape(str(report.get('baseline', {}).get('rule')))}</code>"]
     items += [f"{html.escape(str(k))}: {html.escape(str(v))}" for k, v in data.items()
               if isinstance(v, int | float)]
+    drivers = report.get("drivers")
+    if drivers:
+        tops = ", ".join(f"{html.escape(m)} {n}" for m, n in drivers["top_driver"].items())
+        items.append(f"firings with drivers: {drivers['with_drivers']} of {drivers['firings']}"
+                     + (f"; top driver: {tops}" if tops else ""))
     return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
 
 

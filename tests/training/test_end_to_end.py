@@ -65,8 +65,12 @@ def test_backtest_alerts_follow_the_contract(run: dict) -> None:
     lines = run["paths"]["alerts.jsonl"].read_text().splitlines()
     alerts = [json.loads(line) for line in lines]
     assert alerts, "a day with failures and a trained model raises at least one alert"
-    # the contract's four fields, and the phase (DESIGN.md allows more fields)
-    assert all(set(a) == {"service", "state", "ts", "risk", "phase"} for a in alerts)
+    # the contract's four fields, the phase, and a firing's drivers (DESIGN.md allows more)
+    assert all(set(a) - {"drivers"} == {"service", "state", "ts", "risk", "phase"} for a in alerts)
+    assert all("drivers" not in a for a in alerts if a["state"] == "resolved")
+    drivers = [d for a in alerts for d in a.get("drivers", [])]
+    assert all(set(d) == {"metric", "contribution", "z", "away_seconds", "trend", "text"}
+               and d["text"].startswith(d["metric"] + ": ") for d in drivers)
     assert {a["phase"] for a in alerts} <= {"predicted", "failing"}
     for service in {a["service"] for a in alerts}:
         states = [a["state"] for a in alerts if a["service"] == service]
@@ -76,6 +80,11 @@ def test_backtest_alerts_follow_the_contract(run: dict) -> None:
 
 def test_report_grades_model_and_baseline(run: dict) -> None:
     report = run["report"]
+    alerts = [json.loads(line) for line in run["paths"]["alerts.jsonl"].read_text().splitlines()]
+    firing = [a for a in alerts if a["state"] == "firing"]
+    assert report["drivers"]["firings"] == len(firing)
+    assert report["drivers"]["with_drivers"] == sum(bool(a.get("drivers")) for a in firing)
+    assert sum(report["drivers"]["top_driver"].values()) == report["drivers"]["with_drivers"]
     model, baseline = report["model"]["overall"], report["baseline"]["overall"]
     assert model["failures"] == baseline["failures"] > 0
     assert 0.0 <= model["early_recall"] <= 1.0

@@ -14,7 +14,7 @@ import pytest
 from sentinel.config.load import parse_config
 from sentinel.config.schema import Config
 from sentinel.core.samples import Sample
-from sentinel.training.backtest import replay
+from sentinel.training.backtest import drivers_summary, replay
 from sentinel.training.evaluate import Coverage, evaluate
 from sentinel.training.history import label, series_from_buckets
 from sentinel.training.plot import backtest_figure
@@ -66,7 +66,8 @@ def _backtest(n: int, tmp_path: Path) -> tuple[Config, Path, dict, list]:
               "data": {"samples": len(samples)},
               "model": evaluate(config, events, run.transitions, coverage),
               "baseline": {"rule": "metric_with_a_long_name_01 >= 40",
-                           **evaluate(config, events, [], coverage)}}
+                           **evaluate(config, events, [], coverage)},
+              "drivers": drivers_summary(run.transitions)}
     out = tmp_path / f"report-{n}.html"
     write_report_html(config, report, labelled, run.scores, run.transitions, 0.5, out)
     return config, out, labelled, run
@@ -86,6 +87,8 @@ def test_the_report_is_one_self_contained_page_with_a_panel_per_failure_and_fals
     assert len(sources) == 1 + len(panels), "the curve, and one image per panel"
     assert all(s.startswith("data:image/png;base64,") for s in sources), "nothing outside the file"
     assert "<th>static baseline</th>" in page and "early recall" in page
+    assert ("firings with drivers: 2 of 2; top driver: metric_with_a_long_name_00 1, "
+            "metric_with_a_long_name_01 1") in page
     assert "metric_with_a_long_name_01: " in page and "sd above this service&#x27;s normal" in page
 
 
