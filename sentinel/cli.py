@@ -54,6 +54,14 @@ def _check_config(args: argparse.Namespace) -> int:
 
         incidents = read_incidents(config.training.incidents)
         print(f"{config.training.incidents}: OK ({len(incidents)} incidents)")
+    from sentinel.config.load import effective_topology, topology_warnings
+
+    topology = effective_topology(config)
+    if topology:
+        print(f"topology: {len(topology.edges)} callers, at most {topology.max_dependencies} "
+              "dependencies each")
+    for warning in topology_warnings(config):
+        print(f"warning: topology: {warning}")
     return 0
 
 
@@ -79,6 +87,8 @@ def _simulate(args: argparse.Namespace) -> int:
                                        security=security)
     if args.calendar_out:
         simulate.write_calendar(sim.calendar, Path(args.calendar_out))
+    if args.topology_out:
+        simulate.write_topology(simulate.topology(args.services), Path(args.topology_out))
     print(json.dumps({"written": count, **sim.summary}))
     return 0
 
@@ -339,6 +349,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write JSONL here")
     p.add_argument("--kafka", help="produce to this broker (HOST:PORT) instead")
     p.add_argument("--topic", help="topic to produce to with --kafka")
+    p.add_argument("--topology-out", metavar="FILE",
+                   help="also write the services' dependencies (caller: [dependencies]) here, "
+                        "for the config's topology_file (.json: JSON, else YAML)")
     p.add_argument("--speed", type=float, default=0.0,
                    help="with --kafka: event-time seconds per wall second (0 = no pacing)")
     p.add_argument("--config", help="with --kafka: take kafka.security_protocol, ssl and sasl "

@@ -28,6 +28,7 @@ from types import FrameType
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from sentinel.config.load import effective_topology, topology_warnings
 from sentinel.config.schema import Config
 from sentinel.core.pipeline import Pipeline
 from sentinel.daemon.calendar_source import LiveCalendar
@@ -39,6 +40,7 @@ from sentinel.daemon.hotswap import ModelWatcher
 from sentinel.daemon.kafka_io import DeadLetters, KafkaSource, client_security
 from sentinel.daemon.rebuild_hints import RebuildHints
 from sentinel.daemon.telemetry import Telemetry
+from sentinel.daemon.topology_watch import TopologyWatcher
 from sentinel.model.artifact import LoadedModel, load_model
 from sentinel.retrain.registry import ModelRegistry
 from sentinel.retrain.scheduler import Retrainer
@@ -96,9 +98,12 @@ class App:
                                 model.alerting(config).threshold)
         security = client_security(config.kafka)  # TLS context, SASL password: ConfigError now
         calendar = LiveCalendar.from_config(config, security)  # ConfigError now for a bad file
+        for warning in topology_warnings(config):
+            log.warning("topology: %s", warning)
         pipeline = Pipeline(config, model.scorer if model else None,
                             model.alerting(config) if model else None,
-                            {"calendar": calendar} if calendar is not None else None)
+                            {"calendar": calendar} if calendar is not None else None,
+                            topology=effective_topology(config))
         notifier = Notifier(config.alerting, config.state.dir, registry=registry)
         stall_after = STALL_FACTOR * max(config.kafka.poll_timeout_seconds, 10.0)
         health = HealthState(stall_after)
@@ -130,7 +135,7 @@ class App:
             retrainer = Retrainer(config, models, history, lambda: watcher.serving, registry)
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
                         wall_clock=wall_clock, history=history, models=watcher,
-                        rebuild_hints=hints)
+                        rebuild_hints=hints, topology=TopologyWatcher(config, registry))
         app = cls(config, daemon, notifier, server, dead_letters, history, retrainer)
         app.calendar = calendar
         return app

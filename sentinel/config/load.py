@@ -81,6 +81,7 @@ from sentinel.config.schema import (
 )
 from sentinel.config.secrets import env_name, mask_url
 from sentinel.config.yaml_file import read_yaml
+from sentinel.core.topology import Topology, topology_problems
 from sentinel.errors import ConfigError
 
 
@@ -111,10 +112,84 @@ def parse_config(raw: object, source: str = "<memory>") -> Config:
     if cfg.training.incidents is not None and cfg.training.labels == "rule":
         raise ConfigError("training.labels", "rule", "'incidents' or 'both' when "
                           "training.incidents is set (or leave training.incidents out)")
+    if cfg.topology_file is not None:
+        read_topology_file(cfg.topology_file)  # a bad file is a start-up error, not a 3 a.m. one
     if cfg.retrain.enabled and not cfg.history.enabled:
         raise ConfigError("retrain.enabled", True, "false while history.enabled is false: "
                           "retraining learns from the history store")
     return cfg
+
+
+def _topology_map(value: object, key: str) -> dict[str, tuple[str, ...]]:
+    """A caller -> [dependencies] mapping, every name a non-empty string."""
+    if not isinstance(value, dict):
+        raise ConfigError(key, value, "a mapping of caller service -> list of its dependencies, "
+                          "e.g. {checkout: [payment, inventory]}")
+    mapping = {}
+    for caller, deps in value.items():
+        if not isinstance(caller, str) or not caller.strip():
+            raise ConfigError(f"{key}.{caller}", caller, "a service name (a non-empty string)")
+        mapping[caller] = _list_of(_text, "a list of dependency service names")(
+            deps, f"{key}.{caller}")
+    return mapping
+
+
+def _topology(value: object, key: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Unknown services are allowed (they may appear later). Self-dependencies and cycles
+    are no error: `topology_warnings` reports them, and `sentinel.core.topology.Topology`
+    drops a self-dependency."""
+    mapping = _topology_map(value, key)
+    return tuple((caller, tuple(dict.fromkeys(mapping[caller]))) for caller in sorted(mapping))
+
+
+MAX_TOPOLOGY_FILE_BYTES = 64 << 20
+
+
+def read_topology_file(path: str | Path) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """The caller -> [dependencies] map in a YAML or JSON file (``.json``: JSON, any size up
+    to MAX_TOPOLOGY_FILE_BYTES; otherwise YAML, bounded like a config); ConfigError naming
+    `topology_file` and the problem."""
+    import json
+
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".json":
+            if path.stat().st_size > MAX_TOPOLOGY_FILE_BYTES:
+                raise ConfigError("topology_file", str(path),
+                                  f"a file of at most {MAX_TOPOLOGY_FILE_BYTES} bytes")
+            document = json.loads(path.read_text(encoding="utf-8"))
+        else:
+            document = read_yaml(path)
+    except (OSError, ValueError) as exc:
+        raise ConfigError("topology_file", str(path), f"a readable YAML/JSON file ({exc})") from exc
+    except ConfigError as exc:
+        if exc.key == "topology_file":
+            raise
+        raise ConfigError("topology_file", str(path), f"a readable YAML/JSON file ({exc})") from exc
+    return _topology(document if document is not None else {}, f"topology_file({path})")
+
+
+def effective_topology(config: Config) -> Topology:
+    """The topology in force: `topology:` and the current content of `topology_file`."""
+    edges = list(config.topology)
+    if config.topology_file is not None:
+        edges += read_topology_file(config.topology_file)
+    mapping: dict[str, list[str]] = {}
+    for caller, deps in edges:
+        mapping.setdefault(caller, []).extend(deps)
+    return Topology.of(mapping)
+
+
+def topology_warnings(config: Config) -> list[str]:
+    """Self-dependencies and cycles in the effective topology (inline and file): reported
+    by `sentinel check-config` and logged by the daemon, never an error."""
+    edges = list(config.topology)
+    if config.topology_file is not None:
+        edges += read_topology_file(config.topology_file)
+    mapping: dict[str, list[str]] = {}
+    for caller, deps in edges:
+        mapping.setdefault(caller, []).extend(deps)
+    return topology_problems(mapping)
 
 
 def _features(value: object, key: str) -> tuple[FeatureSpec, ...]:
@@ -273,6 +348,7 @@ _STREAM: Spec = {
     "max_future": _duration(),
     "silence": _duration(),
     "max_services": _integer(1),
+    "dependency_wait": _duration(allow_zero=True),
 }
 def _kafka_ssl(value: object, key: str) -> KafkaSslConfig:
     spec: Spec = {"ca_file": _text, "cert_file": _text, "key_file": _text, "check_hostname": _flag}
@@ -384,6 +460,8 @@ _TOP: Spec = {
     "input": _section(InputConfig, _INPUT),
     "calendar": _section(CalendarConfig, {"file": _text, "topic": _text,
                                           "reload_interval": _duration()}),
+    "topology": lambda value, key: _topology(value, key),
+    "topology_file": _text,
 }
 
 

@@ -225,6 +225,9 @@ class StreamConfig:
     max_future_seconds: float = 300.0  # samples further ahead of the wall clock are rejected
     silence_seconds: float = 60.0  # no sample for this long (wall clock): the service is "no data"
     max_services: int = 10000  # tracked services; beyond it newcomers, then the longest idle, go
+    # a caller's step waits at most this long (event time, on the caller's own steps) for its
+    # dependencies to close the same step; then it is scored with the late ones neutral
+    dependency_wait_seconds: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -386,6 +389,10 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     input: InputConfig = field(default_factory=InputConfig)
     calendar: CalendarConfig = field(default_factory=CalendarConfig)
+    # caller -> its dependencies (`topology:`), self-dependencies dropped; `topology_file`
+    # adds the map in that file (read at start-up, reloaded by the daemon when it changes)
+    topology: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    topology_file: str | None = None
     source: str = "<memory>"
 
     @property

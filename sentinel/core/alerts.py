@@ -33,6 +33,8 @@ class AlertTransition:
     risk: float
     started_ts: int  # event time of the firing that opened the episode
     phase: Phase = "predicted"
+    # the dependency that drove a firing's risk (sentinel.core.cause), None when none did
+    cause_service: str | None = None
     planned_event: str = ""  # the sale calendar's event in progress at `ts`, if any
 
     @property
@@ -43,6 +45,8 @@ class AlertTransition:
     def to_json(self) -> dict[str, object]:
         doc: dict[str, object] = {"service": self.service, "state": self.state, "ts": self.ts,
                                   "risk": round(self.risk, 6), "phase": self.phase}
+        if self.cause_service is not None:
+            doc["cause_service"] = self.cause_service
         if self.planned_event:
             doc["planned_event"] = self.planned_event
         return doc

@@ -18,10 +18,13 @@ import numpy as np
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertMachine, AlertTransition
 from sentinel.core.buckets import Bucket, Bucketer
-from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider
+from sentinel.core.cause import cause_service
+from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider, with_context
+from sentinel.core.dependencies import DependencyGate, Held
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import rule_state
 from sentinel.core.samples import Sample
+from sentinel.core.topology import NAME, Topology, inputs_of
 from sentinel.core.windows import Window, WindowStore, max_missing_steps, scorable
 
 
@@ -44,6 +47,7 @@ class Score:
     service: str
     ts: int  # start of the window's last step
     risk: float
+    late_dependencies: int = 0  # scored with this many dependencies neutral for being late
 
 
 @dataclass(slots=True)
@@ -54,18 +58,24 @@ class StepResult:
     late: list[Sample] = field(default_factory=list)  # beyond the allowed lateness: not scored
     unscorable: int = 0  # full windows with too many missing steps
     batch_size: int = 0  # windows in the one scoring call
+    dependency_late: int = 0  # (window, dependency) pairs scored without the dependency's step
 
 
 class Pipeline:
     def __init__(self, config: Config, model: RiskModel | None,
                  alerting: AlertingConfig | None = None,
-                 context: Mapping[str, ContextProvider] | None = None) -> None:
+                 context: Mapping[str, ContextProvider] | None = None,
+                 topology: Topology | None = None) -> None:
         """`alerting` has concrete thresholds (`AlertingConfig.resolved`); default: the config's
         with "auto" taken as 0.5. `context`: the configured context providers by name; a
-        model gets the channels it records from them (neutral ones from a missing provider)."""
+        model gets the channels it records from them (neutral ones from a missing provider).
+        `topology`: caller -> dependencies, for models that record the topology channels
+        (`sentinel.core.dependencies` holds a caller's step until its dependencies closed it)."""
         self.config = config
         self.model = model
         self.context = dict(context or {})
+        self.gate = DependencyGate(topology or Topology(), config.step_seconds,
+                                   config.window_steps, config.stream.dependency_wait_seconds)
         self.metrics = tracked_metrics(config)
         self.bucketer = Bucketer(self.metrics, config.step_seconds,
                                  config.stream.allowed_lateness_seconds)
@@ -82,8 +92,17 @@ class Pipeline:
         return result
 
     def flush(self) -> StepResult:
-        """Close every open bucket: the end of a replayed file."""
-        return self._advance(self.bucketer.flush())
+        """Close every open bucket and score every held window: the end of a replayed file."""
+        result = self._advance(self.bucketer.flush())
+        if self._uses_topology():
+            released, late = self.gate.flush()
+            self._score_held(result, released)
+            result.dependency_late += late
+        return result
+
+    def set_topology(self, topology: Topology) -> None:
+        """A new caller -> dependencies map (the topology file changed)."""
+        self.gate.set_topology(topology)
 
     def swap_model(self, model: RiskModel, alerting: AlertingConfig) -> None:
         """Score from the next step on with `model` and its thresholds (`alerting`, resolved).
@@ -93,40 +112,118 @@ class Pipeline:
         firing (it resolves under the new resolve threshold)."""
         self.model = model
         self.alerts.config = alerting
+        if not self._uses_topology():
+            self.gate.flush()  # held windows are dropped: the new model scores from the next step
 
     def drop(self, service: str) -> None:
         """Forget a service's buckets, window and alert state (partition revoked, evicted)."""
         self.bucketer.drop(service)
         self.windows.drop(service)
         self.alerts.drop(service)
+        self.gate.drop(service)
+
+    def _uses_topology(self) -> bool:
+        return (NAME in context_layout(self.model) and bool(self.gate.topology)
+                and hasattr(self.model, "prepare"))
 
     def _advance(self, buckets: list[Bucket]) -> StepResult:
         result = StepResult(buckets=buckets)
+        if self._uses_topology():
+            self.gate.observe(buckets)  # also the steps that make no window yet
         windows = [w for w in map(self.windows.push, buckets) if w is not None]
         if not windows or self.model is None:
             return result
         stacked = np.stack([w.values for w in windows])
         ok = scorable(stacked, self._feature_columns, self._max_missing)
         result.unscorable = int((~ok).sum())
-        result.batch_size = int(ok.sum())
-        if not result.batch_size:
+        kept = [w for w, keep in zip(windows, ok, strict=True) if keep]
+        holding, failed = (rule_state(stacked[ok], self.metrics, self.config.failure,
+                                      self.config.failure_for_steps) if kept else ([], []))
+        if self._uses_topology():
+            prepared = self.model.prepare(stacked[ok])  # type: ignore[union-attr]
+            self.gate.record(kept, stacked[ok], prepared, self.metrics, self.config.failure)
+            released, result.dependency_late = self.gate.admit(
+                Held(w, p, bool(h), bool(f))
+                for w, p, h, f in zip(kept, prepared, holding, failed, strict=True))
+            self._score_held(result, released)
+            self.gate.prune()
             return result
-        kept_windows = [w for w, keep in zip(windows, ok, strict=True) if keep]
-        context = self._context(kept_windows)
+        result.batch_size = len(kept)
+        if not kept:
+            return result
+        context = self._context(kept)
         risks = (self.model.score(stacked[ok]) if context is None
                  else self.model.score(stacked[ok], context))
-        holding, failed = rule_state(stacked[ok], self.metrics, self.config.failure,
-                                     self.config.failure_for_steps)
-        # buckets come per service in ts order, so the alert machine sees each service's
-        # steps in order, as it would one poll at a time
-        for window, risk, hold, fail in zip(kept_windows, risks, holding, failed, strict=True):
-            score = Score(window.service, window.ts, float(risk))
+        self._observe(result, kept, risks, holding, failed)
+        return result
+
+    def _score_held(self, result: StepResult, held: list[Held]) -> None:
+        """Score windows the gate released, with the topology channels, in one call."""
+        result.batch_size += len(held)
+        if not held:
+            return
+        layout = context_layout(self.model)
+        self.gate.inputs = inputs_of(layout.channels_of(NAME))
+        windows = [h.window for h in held]
+        expired = self.gate.expired
+        context = layout.build(self._batch(windows), {**self.context, NAME: self.gate})
+        result.dependency_late += self.gate.expired - expired
+        x = with_context(np.stack([h.prepared for h in held]), context)
+        risks = self.model.score_prepared(x)  # type: ignore[union-attr]
+        start = len(result.transitions)
+        self._observe(result, windows, risks, [h.holding for h in held],
+                      [h.failed for h in held], [h.late for h in held])
+        rows = {(w.service, w.ts): i for i, w in enumerate(windows)}
+        for k in range(start, len(result.transitions)):
+            transition = result.transitions[k]
+            if transition.state == "firing" and transition.phase == "predicted":
+                i = rows[transition.service, transition.ts]
+                cause = self._cause(windows[i], x[i], float(risks[i]), layout)
+                if cause is not None:
+                    result.transitions[k] = replace(transition, cause_service=cause)
+
+    def _cause(self, window: Window, x: np.ndarray, risk: float, layout: ContextLayout
+               ) -> str | None:
+        """The dependency that drove a firing (`sentinel.core.cause`): the window rescored
+        without any dependency, and without each present one in turn."""
+        present = self.gate.present(window.service, window.ts)
+        if not present:
+            return None
+        offset = x.shape[-1] - layout.width
+        for provider, channels in zip(layout.providers, layout.channels, strict=True):
+            if provider == NAME:
+                break
+            offset += len(channels)
+        width = len(layout.channels_of(NAME))
+        variants = [(), *(tuple(d for d in present if d != left) for left in present)]
+        batch = np.repeat(x[None], len(variants), axis=0)
+        for j, deps in enumerate(variants):
+            batch[j, :, offset: offset + width] = self.gate.channels_with(window.service,
+                                                                          window.ts, deps)
+        rest = self.model.score_prepared(batch)  # type: ignore[union-attr]
+        return cause_service(risk, float(rest[0]), dict(zip(present, map(float, rest[1:]),
+                                                            strict=True)),
+                             float(self.alerts.config.threshold or 0.5))
+
+    def _observe(self, result: StepResult, windows: list[Window], risks: np.ndarray,
+                 holding: Iterable[bool], failed: Iterable[bool],
+                 late: Iterable[int] | None = None) -> None:
+        # buckets come per service in ts order (and the gate releases a service's windows in
+        # ts order), so the alert machine sees each service's steps in order
+        lates = late if late is not None else (0 for _ in windows)
+        for window, risk, hold, fail, behind in zip(windows, risks, holding, failed, lates,
+                                                    strict=False):
+            score = Score(window.service, window.ts, float(risk), behind)
             result.scores.append(score)
             transition = self.alerts.observe(score.service, score.ts, score.risk, bool(hold),
                                              bool(fail))
             if transition is not None:
                 result.transitions.append(self._with_planned_event(transition))
-        return result
+
+    def _batch(self, windows: list[Window]) -> ContextBatch:
+        return ContextBatch(tuple(w.service for w in windows),
+                            np.array([w.ts for w in windows], np.int64),
+                            self.config.step_seconds, self.config.window_steps)
 
     def _with_planned_event(self, transition: AlertTransition) -> AlertTransition:
         """Names the sale calendar's event in progress (a provider with `event_at`)."""
@@ -139,7 +236,4 @@ class Pipeline:
         layout = context_layout(self.model)
         if not layout.providers:
             return None
-        batch = ContextBatch(tuple(w.service for w in windows),
-                             np.array([w.ts for w in windows], np.int64),
-                             self.config.step_seconds, self.config.window_steps)
-        return layout.build(batch, self.context)
+        return layout.build(self._batch(windows), self.context)

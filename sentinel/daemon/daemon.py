@@ -38,10 +38,11 @@ from sentinel.core.buckets import Bucket
 from sentinel.core.pipeline import Pipeline, StepResult
 from sentinel.core.samples import Rejection, Sample, decode
 from sentinel.core.services import ServiceTracker
+from sentinel.core.topology import Topology
 from sentinel.daemon.health import HealthState
 from sentinel.daemon.kafka_io import KafkaUnavailable, Record
 from sentinel.daemon.sdnotify import SystemdNotifier
-from sentinel.daemon.telemetry import Telemetry
+from sentinel.daemon.telemetry import Telemetry, top_edges
 from sentinel.logs import LogThrottle
 from sentinel.model.artifact import LoadedModel
 from sentinel.sinks import OutboxError
@@ -99,6 +100,12 @@ class HintSink(Protocol):
     def save(self, hints: dict[int, int]) -> None: ...
 
 
+class TopologySource(Protocol):
+    """sentinel.daemon.topology_watch.TopologyWatcher: a changed topology, or None; never blocks."""
+
+    def poll(self, now: float) -> Topology | None: ...
+
+
 class ModelSource(Protocol):
     """sentinel.daemon.hotswap.ModelWatcher: a verified model to swap in now, or None; never blocks."""
 
@@ -117,13 +124,15 @@ class Daemon:
                  wall_clock: Callable[[], float] = time.time,
                  systemd: SystemdNotifier | None = None,
                  history: HistorySink | None = None, models: ModelSource | None = None,
-                 rebuild_hints: HintSink | None = None) -> None:
+                 rebuild_hints: HintSink | None = None,
+                 topology: TopologySource | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
         # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
         self.systemd = systemd or SystemdNotifier.from_environment()
         self.telemetry, self.health, self.dead_letters = telemetry, health, dead_letters
         self.clock, self.wall_clock = clock, wall_clock
         self.history, self.models, self.rebuild_hints = history, models, rebuild_hints
+        self.topology = topology
         # a service that has filled a window is evicted only after every newcomer
         self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services,
                                       protect_after_samples=config.window_steps)
@@ -171,6 +180,7 @@ class Daemon:
         if self._source is None:
             self._source = self._connect(self._revoked, self._assigned)
         self._swap_model()
+        self._swap_topology()
         records = self._source.poll()
         now = self.clock()
         warmup, live = self._decode(records, now)
@@ -228,6 +238,10 @@ class Daemon:
         latest = {score.service: score for score in result.scores}
         for score in latest.values():
             self.telemetry.set_risk(score.service, score.risk)
+        if live and self.pipeline.gate.topology and latest:
+            gate = self.pipeline.gate
+            self.telemetry.set_edges(top_edges({s: (x.ts, x.risk) for s, x in latest.items()},
+                                               gate.topology.dependencies, gate.pressure))
         for score in result.scores if log.isEnabledFor(logging.DEBUG) else ():
             log.debug("scored service=%s ts=%d risk=%.4f", score.service, score.ts, score.risk,
                       extra={"fields": {"event": "score", "service": score.service,
@@ -266,6 +280,12 @@ class Daemon:
                                  alerting.threshold)
         self.health.set_check("model", True, f"version {model.version} from {model.path}")
 
+    def _swap_topology(self) -> None:
+        """Between two polls: the topology file changed."""
+        topology = self.topology.poll(self.clock()) if self.topology is not None else None
+        if topology is not None:
+            self.pipeline.set_topology(topology)
+
     def _record(self, buckets: list[Bucket]) -> None:
         """Closed buckets to the history store; live ones only (warm-up re-reads were recorded)."""
         if self.history is None or not buckets:
@@ -280,6 +300,7 @@ class Daemon:
         self.telemetry.outcomes.labels("late").inc(late)
         self.telemetry.late.inc(late)
         self.telemetry.unscorable.inc(result.unscorable)
+        self.telemetry.dependency_late.inc(result.dependency_late)
         log.debug("batch: %d samples, %d late, %d windows scored, %d transitions", len(samples),
                   late, result.batch_size, len(result.transitions),
                   extra={"fields": {"event": "batch", "samples": len(samples), "late": late,

@@ -16,6 +16,7 @@ bounded: `reason` is one of samples.REASONS, `outcome` and `state` are fixed set
 from __future__ import annotations
 
 import contextlib
+import heapq
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -83,6 +84,16 @@ class Telemetry:
         self.unscorable = Counter("sentinel_windows_unscorable_total",
                                   "Full windows not scored: more missing steps than allowed",
                                   registry=r)
+        self.dependency_late = Counter(
+            "sentinel_dependency_late_total",
+            "Windows scored without a dependency's step (it was later than "
+            "stream.dependency_wait, or silent): counted once per window and dependency",
+            registry=r)
+        self.edge_risk = Gauge(
+            "sentinel_dependency_edge_risk",
+            f"The {EDGE_LIMIT} caller -> dependency edges with the highest caller risk x "
+            "dependency failure pressure at the caller's latest scored step (bounded: at "
+            f"most {EDGE_LIMIT} series)", ["caller", "dependency"], registry=r)
         self.alerts = Counter("sentinel_alerts_total", "Alert transitions queued for delivery",
                               ["state"], registry=r)
         self.firing = Gauge("sentinel_alerts_firing", "Services whose failure-risk alert fires",
@@ -130,12 +141,44 @@ class Telemetry:
     def set_risk(self, service: str, risk: float) -> None:
         self.risk.set(service, risk)
 
+    def set_edges(self, edges: dict[tuple[str, str], float]) -> None:
+        """Replace `sentinel_dependency_edge_risk` with these (caller, dependency) edges."""
+        for labels in _label_values(self.edge_risk):
+            if (labels[0], labels[1]) not in edges:
+                self.edge_risk.remove(*labels)
+        for (caller, dependency), value in edges.items():
+            self.edge_risk.labels(caller, dependency).set(value)
+
     def forget_services(self, services: Iterable[str]) -> None:
         """Remove the per-service series of services no longer tracked here."""
         for service in services:
             self.risk.remove(service)
             with contextlib.suppress(KeyError):  # never had the series
                 self.no_data.remove(service)
+
+
+EDGE_LIMIT = 20  # sentinel_dependency_edge_risk series at most
+# labelled series that exist only when a topology is configured (none without one)
+TOPOLOGY_ONLY_METRICS = ("sentinel_dependency_edge_risk",)
+
+
+def top_edges(risks: dict[str, tuple[int, float]], dependencies: Callable[[str], tuple[str, ...]],
+              pressure: Callable[[str, int], float | None], limit: int = EDGE_LIMIT
+              ) -> dict[tuple[str, str], float]:
+    """The `limit` (caller, dependency) edges with the highest caller risk x the dependency's
+    failure pressure at the caller's step; `risks`: caller -> (ts, risk) of its latest score.
+    Only the `4 x limit` riskiest callers are looked at, so a poll of 100,000 scores costs a
+    partial sort, not a million lookups."""
+    callers = heapq.nlargest(4 * limit, (c for c in risks if dependencies(c)),
+                             key=lambda c: risks[c][1])
+    edges: dict[tuple[str, str], float] = {}
+    for caller in callers:
+        ts, risk = risks[caller]
+        for dep in dependencies(caller):
+            value = pressure(dep, ts)
+            if value is not None and risk * value > 0:
+                edges[caller, dep] = risk * value
+    return dict(sorted(edges.items(), key=lambda item: -item[1])[:limit])
 
 
 class RiskSeries:

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]  # the repository (config/, var/)
 STATE = ROOT / "var" / "demo"
 DEMO_MODEL = Path(__file__).resolve().parent / "demo_model"
 LEAD_IN_SECONDS = 20 * 60  # stream from this long before the first firing (a window is 10 min)
+DEMO_SERVICES = 6
 RESOLVE_BUDGET_SECONDS = 90 * 60  # event time from the stream's start to the resolve: 4.5 min
 
 
@@ -106,7 +107,7 @@ def demo_stream(config_path: Path, model_dir: Path, seed: int, speed: float
 
     config = load_config(config_path)
     model = load_model(model_dir, config)
-    sim = simulate(6, 1, seed=seed)
+    sim = simulate(DEMO_SERVICES, 1, seed=seed)
     if config.calendar.file:  # the day's announced sales: alerts during them say so
         write_calendar(sim.calendar, Path(config.calendar.file))
     samples = sorted(sim.samples, key=lambda s: s["ts"])
@@ -145,6 +146,14 @@ def write_config(path: Path, bootstrap: str, webhook_port: int, metrics_port: in
     doc["model"] = {"path": str(STATE / "model")}
     doc["state"] = {"dir": str(STATE / "state")}
     doc["calendar"] = {"file": str(path.parent / "sales.yaml")}  # written by demo_stream
+    # the simulator's dependencies: a model trained with a topology sees a cascade coming
+    # from the dependency that starts it (a model trained without one ignores them)
+    from sentinel.sim.simulate import topology as topology_of
+    from sentinel.sim.simulate import write_topology
+
+    topology = path.parent / "topology.yaml"
+    write_topology(topology_of(DEMO_SERVICES), topology)
+    doc["topology_file"] = str(topology)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 

@@ -448,6 +448,26 @@ def prescale_floor(profile: ServiceProfile, demand_no_sale: np.ndarray, sales: l
     return floor
 
 
+def topology(services: int) -> dict[str, list[str]]:
+    """The simulated services' dependencies (caller -> [dependencies]), as `topology:` reads
+    them: the degraded dependency's latency and errors cascade to these callers."""
+    return {p.name: list(p.deps) for p in profiles(services) if p.deps}
+
+
+def write_topology(mapping: Mapping[str, list[str]], path: Path) -> None:
+    """A `topology_file`: JSON for a ``.json`` path, else YAML; written atomically."""
+    from sentinel.atomic import write_atomic
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        text = json.dumps(dict(mapping), indent=1, sort_keys=True) + "\n"
+    else:
+        import yaml
+
+        text = yaml.safe_dump(dict(mapping), sort_keys=True)
+    write_atomic(path, text.encode("utf-8"))
+
+
 def failure_starts(series: Series) -> list[int]:
     """First steps of runs where the default failure rule holds for 30 s."""
     bad = (series.error_rate >= FAILURE_ERROR_RATE) | (series.p99_ms >= FAILURE_P99_MS)

@@ -804,9 +804,10 @@ def _write_jsonl(samples: list[dict], path: Path) -> None:
 
 
 def write_world(seed: int, out_dir: Path, train_days: float, test_days: float) -> dict:
-    """config.yaml, train.jsonl, test.jsonl (later in time, another random stream), world.json
-    (with the topology, both periods' ground truth and promotions), calendar-train.yaml and
-    calendar-test.yaml (the announced promotions, `calendar.file` format) under `out_dir`;
+    """config.yaml, topology.yaml, train.jsonl, test.jsonl (later in time, another random
+    stream), world.json (with the topology, both periods' ground truth and promotions),
+    calendar-train.yaml and calendar-test.yaml (the announced promotions, `calendar.file`
+    format) under `out_dir`;
     returns a summary."""
     began = time.monotonic()
     world = draw_world(seed)
@@ -818,6 +819,7 @@ def write_world(seed: int, out_dir: Path, train_days: float, test_days: float) -
     test = simulate_world(world, test_days, test_start, seed_offset=1)
     with open(out_dir / "config.yaml", "w", encoding="utf-8") as stream:
         yaml.safe_dump(world_config(world), stream, sort_keys=False)
+    write_topology(world, out_dir / "topology.yaml")
     _write_jsonl(train.samples, out_dir / "train.jsonl")
     _write_jsonl(test.samples, out_dir / "test.jsonl")
     doc = json.loads(world.to_json())
@@ -837,14 +839,26 @@ def write_world(seed: int, out_dir: Path, train_days: float, test_days: float) -
             "seconds": round(time.monotonic() - began, 1)}
 
 
+def write_topology(world: World, path: Path) -> None:
+    """The world's dependencies as a `topology_file` (caller: [dependencies])."""
+    from sentinel.sim.simulate import write_topology as write
+
+    write({caller: list(deps) for caller, deps in world.topology}, path)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m sentinel.sim.worlds", description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--train-days", type=float, default=4.0)
     parser.add_argument("--test-days", type=float, default=2.0)
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--topology-out", type=Path, metavar="FILE",
+                        help="also write the world's topology here (out-dir/topology.yaml "
+                             "is always written)")
     args = parser.parse_args(argv)
     print(json.dumps(write_world(args.seed, args.out_dir, args.train_days, args.test_days)))
+    if args.topology_out:
+        write_topology(draw_world(args.seed), args.topology_out)
     return 0
 
 

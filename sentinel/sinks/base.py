@@ -93,6 +93,13 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
         summary = f"{service} is failing (its failure rule holds; failure risk {risk:.2f})"
         description = (f"{service} met its failure rule at {at} (event time) without a prior "
                        f"warning from Sentinel: risk {risk:.3f}.")
+    elif transition.state == "firing" and transition.cause_service is not None:
+        cause = transition.cause_service
+        summary = (f"{service} is likely to fail soon, driven by its dependency {cause} "
+                   f"(failure risk {risk:.2f})")
+        description = (f"Sentinel's predicted failure risk for {service} crossed the alert "
+                       f"threshold at {at} (event time): risk {risk:.3f}. Without its "
+                       f"dependencies' steps it would not have fired; {cause} drove it most.")
     elif transition.state == "firing":
         summary = f"{service} is likely to fail soon (failure risk {risk:.2f})"
         description = (f"Sentinel's predicted failure risk for {service} crossed the alert "
@@ -103,6 +110,8 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
                        f"resolve threshold at {at} (event time): risk {risk:.3f}.")
     annotations = {"summary": summary, "description": description, "risk": f"{risk:.4f}",
                    "episode": episode_key(service, transition.started_ts)}
+    if transition.cause_service is not None:
+        annotations["cause_service"] = transition.cause_service
     if transition.planned_event:  # the sale calendar had announced this
         annotations["planned_event"] = transition.planned_event
         annotations["description"] += (f" A planned event is in progress: "

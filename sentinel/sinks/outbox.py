@@ -84,10 +84,14 @@ def transition_from_json(raw: object) -> AlertTransition:
     phase = raw.get("phase", "predicted")  # type: ignore[union-attr]
     if phase not in ("predicted", "failing"):
         raise ValueError(f"not an alert transition (phase {phase!r}): {raw!r}")
+    cause = raw.get("cause_service")  # type: ignore[union-attr]
+    if cause is not None and not isinstance(cause, str):
+        raise ValueError(f"not an alert transition (cause_service {cause!r}): {raw!r}")
     planned = raw.get("planned_event", "")  # type: ignore[union-attr]
     if not isinstance(planned, str):
         raise ValueError(f"not an alert transition (planned_event {planned!r}): {raw!r}")
-    return AlertTransition(service, state, ts, float(risk), started_ts, phase, planned)
+    return AlertTransition(service, state, ts, float(risk), started_ts, phase, cause_service=cause,
+                           planned_event=planned)
 
 
 def _is_int(value: object) -> bool:

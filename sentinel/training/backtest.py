@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sentinel.config.load import effective_topology
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertTransition
 from sentinel.core.buckets import Bucket
@@ -44,7 +45,8 @@ def replay(config: Config, model: RiskModel, samples: Sequence[Sample],
            ) -> Replay:
     """`context`: the context providers (default: the config's, `offline_context`)."""
     pipeline = Pipeline(config, model, alerting,
-                        offline_context(config) if context is None else context)
+                        offline_context(config) if context is None else context,
+                        topology=effective_topology(config))
     out = Replay()
     results = (pipeline.process(samples[i: i + CHUNK]) for i in range(0, len(samples), CHUNK))
     for result in [*results, pipeline.flush()]:

@@ -45,6 +45,7 @@ from sentinel.core.alerts import AlertTransition
 from sentinel.core.features import tracked_metrics
 from sentinel.core.incidents import LabelSources
 from sentinel.core.labels import FailureEvent
+from sentinel.core.topology import Topology
 from sentinel.training.evaluate import average_precision, replay_alerts
 from sentinel.training.history import Labelled, label, read_series
 
@@ -77,6 +78,9 @@ class Truth:
     events: list[FailureEvent]
     first_ts: int
     last_ts: int
+    # only these events' start_ts are counted (one kind of failure: `by_cause`); every event
+    # still excuses the firings before it
+    counted_only: frozenset[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -183,7 +187,36 @@ def truths_of(config: Config, series: Mapping[str, Labelled], report_from_ts: in
 def counted(config: Config, truth: Truth) -> list[FailureEvent]:
     return [e for e in truth.events
             if e.start_ts - config.horizon_seconds >= truth.first_ts + config.window_seconds
-            and e.start_ts <= truth.last_ts]
+            and e.start_ts <= truth.last_ts
+            and (truth.counted_only is None or e.start_ts in truth.counted_only)]
+
+
+def cascade_starts(config: Config, truths: Mapping[str, Truth], topology: Topology
+                   ) -> dict[str, frozenset[int]]:
+    """Per service, the start of each event that is a *cascade*: one of its dependencies (in
+    `topology`) had an event start within one horizon before it, [start - horizon, start].
+    Every other event *starts in the service itself*. Derived from the labels alone, so it
+    reads the same on any data set with a topology."""
+    out = {}
+    for service, truth in truths.items():
+        deps = [truths[d] for d in topology.dependencies(service) if d in truths]
+        dep_starts = np.array([e.start_ts for t in deps for e in t.events], dtype=float)
+        out[service] = frozenset(
+            e.start_ts for e in truth.events
+            if ((dep_starts >= e.start_ts - config.horizon_seconds)
+                & (dep_starts <= e.start_ts)).any())
+    return out
+
+
+def by_cause(config: Config, truths: Mapping[str, Truth], topology: Topology
+             ) -> dict[str, dict[str, Truth]]:
+    """The truths twice: counting only cascades, and only failures starting in the service."""
+    cascades = cascade_starts(config, truths, topology)
+    return {
+        "cascade": {s: replace(t, counted_only=cascades[s]) for s, t in truths.items()},
+        "own": {s: replace(t, counted_only=frozenset(e.start_ts for e in t.events) - cascades[s])
+                for s, t in truths.items()},
+    }
 
 
 def episodes_from_transitions(transitions: Iterable[AlertTransition]) -> dict[str, Episodes]:
@@ -364,8 +397,11 @@ def static_curve(config: Config, rule: StaticRule, scale: RobustScale, train: Ma
 def assess(config: Config, train: Mapping[str, Labelled], test: Mapping[str, Labelled],
            scores: Scores, transitions: Iterable[AlertTransition],
            operating_threshold: float | None = None, report_from_ts: int | None = None,
+           topology: Topology | None = None,
            sales: Sequence[tuple[float, bool]] | None = None) -> dict[str, Any]:
-    """Everything QUALITY.md reports for one train/test pair, JSON-ready; with `sales`
+    """Everything QUALITY.md reports for one train/test pair, JSON-ready; with a `topology`
+    (the data's, whether or not the model used it) also the figures per kind of failure:
+    cascades and failures that start in the service itself (`by_cause`); with `sales`
     ((start_ts, announced) of the test data's sales), the figures split by sale phase."""
     transitions = list(transitions)
     train_truths = truths_of(config, train)
@@ -415,7 +451,28 @@ def assess(config: Config, train: Mapping[str, Labelled], test: Mapping[str, Lab
         "static_curve": [asdict(p) for p in s_curve],
         "at_equal_false_alerts": {str(b): {"model": best_recall_at(curve, b),
                                            "static": best_recall_at(s_curve, b)} for b in BUDGETS},
+        **({"by_cause": _by_cause(config, test_truths, topology, transitions, scores, all_risk,
+                                  operating_threshold, rule, scale, train, test)}
+           if topology else {}),
     }
+
+
+def _by_cause(config: Config, truths: Mapping[str, Truth], topology: Topology,
+              transitions: list[AlertTransition], scores: Scores, all_risk: np.ndarray,
+              operating_threshold: float | None, rule: StaticRule, scale: RobustScale,
+              train: Mapping[str, Labelled], test: Mapping[str, Labelled]) -> dict[str, Any]:
+    """`assess`'s model and static figures, counting one kind of failure at a time."""
+    out = {}
+    thresholds = risk_thresholds(all_risk, operating_threshold)
+    for kind, subset in by_cause(config, truths, topology).items():
+        curve = model_curve(config, subset, scores, thresholds)
+        s_curve = static_curve(config, rule, scale, train, test, subset)
+        out[kind] = {
+            "model": grade(config, subset, episodes_from_transitions(transitions)).to_json(),
+            "at_equal_false_alerts": {str(b): {"model": best_recall_at(curve, b),
+                                               "static": best_recall_at(s_curve, b)}
+                                      for b in BUDGETS}}
+    return out
 
 
 def read_scores(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from sentinel.config.load import effective_topology
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.context import ContextLayout, ContextProvider, with_context
 from sentinel.core.features import Scaler, tracked_metrics
@@ -28,6 +29,7 @@ from sentinel.training.evaluate import Coverage, average_precision, evaluate, re
 from sentinel.training.history import Labelled, label, read_series
 from sentinel.training.incidents import read_incidents
 from sentinel.training.keras_model import Scorer, build_model
+from sentinel.training.topology import SeriesTopology
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +210,11 @@ def training_context(config: Config, windows: WindowSet, scaler: Scaler
     """The context providers (`sentinel.core.context`) the model trains with, by name: the
     ones the config sets up, built on the training data itself, so that training computes
     the same channels as the pipeline does live and in a backtest."""
-    return offline_context(config)
+    providers: dict[str, ContextProvider] = dict(offline_context(config))
+    topology = effective_topology(config)
+    if topology:
+        providers["topology"] = SeriesTopology(topology, windows.labelled, config, scaler)
+    return providers
 
 
 def compare_with_baseline(model: dict[str, Any], baseline: dict[str, Any],

@@ -220,3 +220,23 @@ def test_calendar_out_holds_the_announced_sales_and_the_summary_names_the_rest(t
     assert [e.start_ts for e in events] == announced
     assert 0 < len(announced) == summary["sales_announced"] < summary["sales"]
     assert all(e.services is None and e.end_ts > e.start_ts + 600 for e in events)
+
+
+@pytest.mark.parametrize("name", ["topology.yaml", "topology.json"])
+def test_topology_out_writes_a_topology_file_the_config_reads(tmp_path, name, capsys):
+    from sentinel.cli import main
+    from sentinel.config.load import effective_topology, parse_config
+
+    path = tmp_path / name
+    assert main(["simulate", "--services", "8", "--days", "0.01", "--seed", "1",
+                 "--out", str(tmp_path / "s.jsonl"), "--topology-out", str(path)]) == 0
+    capsys.readouterr()
+    config = parse_config({"step": "10s", "window": "40s", "horizon": "20s",
+                           "features": [{"name": "qps"}],
+                           "failure": {"any": [{"metric": "qps", "op": ">=", "value": 1}]},
+                           "topology_file": str(path)})
+    topology = effective_topology(config)
+    assert topology.dependencies("checkout") == ("payment", "inventory")
+    assert topology.dependencies("gateway") == ("catalog",)
+    assert {caller for caller, _ in topology.edges} == {
+        p.name for p in profiles(8) if p.deps}

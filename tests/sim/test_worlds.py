@@ -131,3 +131,15 @@ def test_write_world_writes_train_then_test_and_the_cli_prints_a_summary(tmp_pat
     args = ["--seed", "5", "--train-days", "0.05", "--test-days", "0.05", "--out-dir", str(tmp_path / "c")]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["seed"] == 5
+
+
+def test_write_world_writes_its_topology_as_a_topology_file(tmp_path):
+    import yaml
+
+    write_world(6, tmp_path / "w", train_days=0.05, test_days=0.05)
+    world = draw_world(6)
+    written = yaml.safe_load((tmp_path / "w" / "topology.yaml").read_text())
+    assert written == {caller: list(deps) for caller, deps in world.topology}
+    assert main(["--seed", "6", "--train-days", "0.05", "--test-days", "0.05",
+                 "--out-dir", str(tmp_path / "x"), "--topology-out", str(tmp_path / "t.json")]) == 0
+    assert json.loads((tmp_path / "t.json").read_text()) == written

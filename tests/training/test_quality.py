@@ -49,6 +49,24 @@ def test_events_are_onsets_and_counted_after_a_window_and_a_horizon() -> None:
     assert len(quality.counted(CONFIG, quality.truth_of(CONFIG, labelled([1.0] * 8 + [20.0])))) == 1
 
 
+def test_failures_split_into_cascades_and_own_by_the_dependencys_onset() -> None:
+    from sentinel.core.topology import Topology
+
+    dep = list(QUIET)
+    dep[38:41] = [15.0, 15.0, 15.0]  # the dependency fails at 380, 20 s before svc's 400
+    truths = {"svc": quality.truth_of(CONFIG, labelled(SERIES)),
+              "dep": quality.truth_of(CONFIG, labelled(dep, "dep"))}
+    split = quality.by_cause(CONFIG, truths, Topology.of({"svc": ["dep"]}))
+    assert [e.start_ts for e in quality.counted(CONFIG, split["cascade"]["svc"])] == [400]
+    assert [e.start_ts for e in quality.counted(CONFIG, split["own"]["svc"])] == [800]
+    assert [e.start_ts for e in quality.counted(CONFIG, split["own"]["dep"])] == [380]
+    episodes = quality.episodes_from_transitions([
+        AlertTransition("svc", "firing", 370, 0.9, 370), AlertTransition("svc", "resolved", 380, 0.1, 370)])
+    assert quality.grade(CONFIG, split["cascade"], episodes).early_recall == 1.0
+    own = quality.grade(CONFIG, split["own"], episodes)
+    assert (own.early_recall, own.false_alerts) == (0.0, 0)  # the firing is still excused
+
+
 def test_relapse_within_a_horizon_is_the_same_event() -> None:
     values = [1.0] * 30 + [12.0, 1.0, 1.0, 1.0, 12.0] + [1.0] * 20
     assert [(e.start_ts, e.end_ts) for e in labelled(values).events] == [(300, 340)]

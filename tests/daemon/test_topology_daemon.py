@@ -1,0 +1,146 @@
+"""The daemon's topology parts: the topology file reloaded when it changes (a bad one
+refused and counted), and the bounded risk-by-dependency-edge series."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from sentinel.config.load import parse_config
+from sentinel.core.samples import Sample, decode
+from sentinel.daemon.telemetry import Telemetry, top_edges
+from sentinel.daemon.topology_watch import TopologyWatcher
+from sentinel.model.artifact import load_model
+from sentinel.sim import simulate
+from sentinel.training.backtest import replay
+from sentinel.training.train import train
+from tests.testkit.daemon import BASE_CONFIG, InProcessDaemon, expected, keyed, produce, write_config
+from tests.testkit.wait import wait_until
+
+BASE = {
+    "step": "10s", "window": "40s", "horizon": "20s", "features": [{"name": "qps"}],
+    "failure": {"any": [{"metric": "qps", "op": ">=", "value": 1}]},
+}
+
+
+def _touch(path: Path, document: object, mtime_ns: int) -> None:
+    path.write_text(json.dumps(document) if not isinstance(document, str) else document)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def test_a_changed_topology_file_is_reloaded_and_a_bad_one_refused(tmp_path: Path) -> None:
+    path = tmp_path / "topology.json"
+    _touch(path, {"checkout": ["payment"]}, 1_000_000_000)
+    config = parse_config({**BASE, "topology": {"cart": ["inventory"]},
+                           "topology_file": str(path)})
+    registry = CollectorRegistry()
+    watcher = TopologyWatcher(config, registry, check_interval_seconds=5)
+    assert watcher.poll(now=0.0) is None  # unchanged since start-up
+    _touch(path, {"checkout": ["payment", "inventory"]}, 2_000_000_000)
+    assert watcher.poll(now=1.0) is None  # not due yet: checked every 5 s
+    topology = watcher.poll(now=5.0)
+    assert topology is not None
+    assert topology.dependencies("checkout") == ("payment", "inventory")
+    assert topology.dependencies("cart") == ("inventory",)  # the inline map stays
+    _touch(path, "{broken", 3_000_000_000)
+    assert watcher.poll(now=10.0) is None  # refused: the topology in force stays
+    assert registry.get_sample_value("sentinel_topology_reloads_total",
+                                     {"outcome": "refused"}) == 1
+    assert registry.get_sample_value("sentinel_topology_reloads_total",
+                                     {"outcome": "applied"}) == 1
+    assert watcher.poll(now=15.0) is None  # not retried until it changes again
+
+
+def test_edge_series_are_bounded_and_ranked() -> None:
+    deps = {f"caller{i}": (f"dep{i}", "shared") for i in range(100)}
+    risks = {f"caller{i}": (100, i / 100) for i in range(100)}
+    pressure = {f"dep{i}": 0.5 for i in range(100)} | {"shared": 1.0}
+    edges = top_edges(risks, lambda s: deps.get(s, ()), lambda d, ts: pressure[d], limit=5)
+    assert list(edges) == [(f"caller{i}", "shared") for i in (99, 98, 97, 96, 95)]
+    registry = CollectorRegistry()
+    telemetry = Telemetry(registry)
+    telemetry.set_edges(edges)
+    telemetry.set_edges({("caller1", "dep1"): 0.2})  # the old edges go
+    assert registry.get_sample_value("sentinel_dependency_edge_risk",
+                                     {"caller": "caller99", "dependency": "shared"}) is None
+    assert registry.get_sample_value("sentinel_dependency_edge_risk",
+                                     {"caller": "caller1", "dependency": "dep1"}) == 0.2
+    assert registry.get_sample_value("sentinel_dependency_late_total") == 0
+
+
+# --- one replica on a real broker: live == backtest with a topology model ---------------------
+
+@pytest.fixture(scope="module")
+def topology_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
+    """(model dir, topology file, alert threshold): a small LSTM trained with the simulator's
+    topology on a day of 6 services; the threshold gives the test stream the most transitions."""
+    root = tmp_path_factory.mktemp("topology-model")
+    history, topology = root / "history.jsonl", root / "topology.yaml"
+    simulate.write_jsonl(simulate.simulate(services=6, days=1, seed=9).samples, history)
+    simulate.write_topology(simulate.topology(6), topology)
+    raw = yaml.safe_load(BASE_CONFIG.read_text())
+    raw["training"] = {"epochs": 2, "lstm_units": [8, 4], "negative_stride": 4,
+                       "validation_fraction": 0.3}
+    raw["topology_file"] = str(topology)
+    config = parse_config(raw)
+    train(config, [history], root / "model")
+    model = load_model(root / "model", config)
+    assert model.scorer.context.providers == ("topology",)
+    samples = [s for s in (decode(json.dumps(x)) for x in TOPOLOGY_STREAM) if isinstance(s, Sample)]
+    risks = [s.risk for s in replay(config, model.scorer, samples,
+                                    config.alerting.resolved(0.5)).scores]
+    candidates = [round(float(t), 4) for t in np.quantile(risks, np.linspace(0.5, 0.98, 13))]
+    threshold = max(candidates, key=lambda t: len(replay(config, model.scorer, samples,
+                                                         config.alerting.resolved(t)).transitions))
+    return root / "model", topology, threshold
+
+
+TOPOLOGY_STREAM = simulate.simulate(services=6, days=0.2, seed=5).samples
+
+
+@pytest.mark.slow
+def test_one_replica_with_a_topology_alerts_as_the_backtest_does(kafka_broker, topology_model,
+                                                                 tmp_path, receiver):
+    model_dir, topology, threshold = topology_model
+    kafka_broker.create_topic("metrics", partitions=1)
+    path, _ = write_config(tmp_path / "sentinel.yaml", bootstrap=kafka_broker.bootstrap,
+                           topic="metrics", model_dir=model_dir, state_dir=tmp_path / "state",
+                           threshold=threshold, webhook_port=receiver.port)
+    raw = yaml.safe_load(path.read_text())
+    raw["topology_file"] = str(topology)
+    path.write_text(yaml.safe_dump(raw))
+    config = parse_config(raw, str(path))
+    want = expected(config, model_dir, TOPOLOGY_STREAM)
+    assert want.transitions, "the stream must cause alert transitions for this test to mean much"
+    produced = produce(kafka_broker.bootstrap, "metrics", keyed(TOPOLOGY_STREAM))
+    daemon = InProcessDaemon(config).start()
+    try:
+        wait_until(lambda: daemon.metric("sentinel_samples_total") == produced, 60,
+                   "every sample consumed")
+        wait_until(lambda: len(receiver.received) >= len(want.transitions), 30,
+                   lambda: f"{len(want.transitions)} deliveries, got {len(receiver.received)}")
+        late = daemon.metric("sentinel_dependency_late_total")
+    finally:
+        assert daemon.stop() == 0
+    alerts = [r.json()["alerts"][0] for r in receiver.received]  # type: ignore[index]
+    got = sorted((a["labels"]["service"], a["status"],
+                  _unix(a["startsAt"] if a["status"] == "firing" else a["endsAt"]),
+                  a["annotations"].get("cause_service")) for a in alerts)
+    assert got == sorted((t.service, t.state, t.ts, t.cause_service) for t in want.transitions)
+    # one partition, read in order: a dependency is late live only where it is in the file
+    # too (the simulator's exporter gaps), and the counter says how often
+    backtest = replay(config, load_model(model_dir, config).scorer,
+                      [s for s in (decode(json.dumps(x)) for x in TOPOLOGY_STREAM)
+                       if isinstance(s, Sample)], config.alerting.resolved(threshold))
+    assert late == sum(s.late_dependencies for s in backtest.scores)
+
+
+def _unix(rfc3339: str) -> int:
+    return int(datetime.fromisoformat(rfc3339.replace("Z", "+00:00")).timestamp())
