@@ -257,7 +257,8 @@ def units(args: argparse.Namespace, work: Path, extra: dict[str, Any]) -> list[d
                      "name": f"world{w}" + ("-calendar" if args.calendar else ""),
                      "work": str(work / f"b-{w}")} for w in worlds]
         elif name == "c":
-            out.append({**common, "set": "c", "name": f"asd-{args.asd_labels}",
+            out.append({**common, "set": "c",
+                        "name": "asd" if args.asd_labels == "rule" else "asd-incidents",
                         "asd": str(args.asd), "asd_labels": args.asd_labels,
                         "report_from_ts": ASD_REPORT_FROM_TS, "work": str(work / "c")})
         else:
