@@ -118,8 +118,6 @@ def alert_annotations(transition: AlertTransition) -> dict[str, str]:
                        f"resolve threshold at {at} (event time): risk {risk:.3f}.")
     annotations = {"summary": summary, "description": description, "risk": f"{risk:.4f}",
                    "episode": episode_key(service, transition.started_ts)}
-    if transition.cause_service is not None:
-        annotations["cause_service"] = transition.cause_service
     if transition.planned_event:  # the sale calendar had announced this
         annotations["planned_event"] = transition.planned_event
         description += f" A planned event is in progress: {transition.planned_event}."
