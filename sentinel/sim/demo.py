@@ -64,6 +64,9 @@ class _Receiver(BaseHTTPRequestHandler):
                 f"risk={alert.get('annotations', {}).get('risk')} startsAt={alert.get('startsAt')} "
                 f"key={self.headers.get('Idempotency-Key')} "
                 f"({time.monotonic() - STREAMING_SINCE[0]:.0f} s after streaming began)")
+            summary = alert.get("annotations", {}).get("summary")
+            if summary:  # in words, with the drivers and a dependency or planned sale if any
+                say(f"    {summary}")
         self.send_response(200)
         self.end_headers()
 
