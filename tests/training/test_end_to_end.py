@@ -89,7 +89,7 @@ def test_report_grades_model_and_baseline(run: dict) -> None:
 def test_train_summary_line_is_strict_json(tmp_path, monkeypatch, capsys) -> None:
     import sentinel.training.train as training
 
-    monkeypatch.setattr(training, "train", lambda config, history, out: {
+    monkeypatch.setattr(training, "train", lambda config, history, out, **_: {
         "validation": {"pr_auc": float("nan"), "early_recall": 0.5}, "seconds": 1.0})
     assert main(["train", "--config", str(SHIPPED), "--history", str(tmp_path / "h.jsonl"),
                  "--out", str(tmp_path / "model")]) == 0
