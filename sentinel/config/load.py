@@ -483,4 +483,5 @@ def dump_config(config: Config) -> str:
         return node
 
     document = clean(asdict(config))
+    document["topology"] = {caller: list(deps) for caller, deps in config.topology}  # as written
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True)

@@ -66,3 +66,12 @@ def test_a_bad_topology_file_is_a_start_up_error_naming_it(tmp_path: Path, conte
         parse_config({**BASE, "topology_file": str(path)})
     with pytest.raises(ConfigError, match="topology_file"):
         parse_config({**BASE, "topology_file": str(tmp_path / "missing.yaml")})
+
+
+def test_the_dump_shows_the_topology_as_written() -> None:
+    import yaml
+
+    from sentinel.config.load import dump_config
+
+    config = parse_config({**BASE, "topology": {"checkout": ["payment", "inventory"]}})
+    assert yaml.safe_load(dump_config(config))["topology"] == {"checkout": ["payment", "inventory"]}
