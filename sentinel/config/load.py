@@ -169,27 +169,26 @@ def read_topology_file(path: str | Path) -> tuple[tuple[str, tuple[str, ...]], .
     return _topology(document if document is not None else {}, f"topology_file({path})")
 
 
-def effective_topology(config: Config) -> Topology:
-    """The topology in force: `topology:` and the current content of `topology_file`."""
+def _topology_mapping(config: Config) -> dict[str, list[str]]:
+    """caller -> dependencies from `topology:` and the current content of `topology_file`."""
     edges = list(config.topology)
     if config.topology_file is not None:
         edges += read_topology_file(config.topology_file)
     mapping: dict[str, list[str]] = {}
     for caller, deps in edges:
         mapping.setdefault(caller, []).extend(deps)
-    return Topology.of(mapping)
+    return mapping
+
+
+def effective_topology(config: Config) -> Topology:
+    """The topology in force: `topology:` and the current content of `topology_file`."""
+    return Topology.of(_topology_mapping(config))
 
 
 def topology_warnings(config: Config) -> list[str]:
     """Self-dependencies and cycles in the effective topology (inline and file): reported
     by `sentinel check-config` and logged by the daemon, never an error."""
-    edges = list(config.topology)
-    if config.topology_file is not None:
-        edges += read_topology_file(config.topology_file)
-    mapping: dict[str, list[str]] = {}
-    for caller, deps in edges:
-        mapping.setdefault(caller, []).extend(deps)
-    return topology_problems(mapping)
+    return topology_problems(_topology_mapping(config))
 
 
 def _features(value: object, key: str) -> tuple[FeatureSpec, ...]:
