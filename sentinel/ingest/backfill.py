@@ -173,11 +173,7 @@ def backfill(config: Config, url: str, start: str, end: str, out: Path, chunk: s
     url = _url(url, "--prometheus")  # http(s) with a host, no credentials in it
     metrics = backfill_metrics(config)
     step = config.step_seconds
-    chunk_seconds = max(step, int(parse_duration(chunk, "--chunk")) // step * step)
-    first = math.ceil(parse_time(start, "--start", now()) / step) * step
-    last = math.floor(parse_time(end, "--end", now()) / step) * step
-    if last <= first:
-        raise SentinelError(f"--end must be at least one step ({step}s) after --start")
+    chunk_seconds, first, last = _span(step, start, end, chunk, now)
     rate_window = config.input.prometheus.rate_window_seconds or max(4 * step, 60)
     queries = [(m.name, promql_for(m.source, config.input.service_label, rate_window)) for m in metrics]
     client = PrometheusClient(url, config.input.prometheus, get, sleep)
@@ -226,11 +222,7 @@ def backfill_incidents(config: Config, url: str, start: str, end: str, out: Path
 
     url = _url(url, "--prometheus")
     step = config.step_seconds
-    chunk_seconds = max(step, int(parse_duration(chunk, "--chunk")) // step * step)
-    first = math.ceil(parse_time(start, "--start", now()) / step) * step
-    last = math.floor(parse_time(end, "--end", now()) / step) * step
-    if last <= first:
-        raise SentinelError(f"--end must be at least one step ({step}s) after --start")
+    chunk_seconds, first, last = _span(step, start, end, chunk, now)
     client = PrometheusClient(url, config.input.prometheus, get, sleep)
     firing: dict[tuple[str, str], set[int]] = {}
     for a in range(first, last, chunk_seconds):
@@ -267,3 +259,14 @@ def _csv(text: str) -> str:
     if any(c in text for c in ',"\n\r'):
         return '"' + text.replace('"', '""') + '"'
     return text
+
+
+def _span(step: int, start: str, end: str, chunk: str, now: Callable[[], float]
+          ) -> tuple[int, int, int]:
+    """--start/--end/--chunk on the step grid: (chunk seconds, first step, last step)."""
+    chunk_seconds = max(step, int(parse_duration(chunk, "--chunk")) // step * step)
+    first = math.ceil(parse_time(start, "--start", now()) / step) * step
+    last = math.floor(parse_time(end, "--end", now()) / step) * step
+    if last <= first:
+        raise SentinelError(f"--end must be at least one step ({step}s) after --start")
+    return chunk_seconds, first, last
