@@ -204,7 +204,8 @@ class Daemon:
         wall_ts = self.wall_clock()
         self._poll_starts = {}
         for record in records:
-            self._to_commit[record.partition] = record.offset + 1
+            if not record.warmup:  # a warm-up record is below the committed offset already
+                self._to_commit[record.partition] = record.offset + 1
             self._poll_starts.setdefault(record.partition, record.offset)
             decoded = decode(record.value or b"", wall_ts, self.config.stream.max_future_seconds)
             if record.warmup:
