@@ -41,16 +41,21 @@ class Scorer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Driver:
-    """One metric behind a risk: how much risk it carries and what it did."""
+    """One metric behind a risk: how much risk it carries and what it did; or, with
+    `service`, one dependency of a topology model (`dependency_driver`)."""
 
     metric: str
     contribution: float  # risk drop when the metric is replaced by the service's normal value
     z: float  # last step minus normal, in robust sd (capped at +-Z_CAP)
     away_seconds: int  # how long it has been beyond AWAY_SD on the side of `z`
     trend: str  # "rising" | "falling" | "steady" over that time (or the last 3 steps)
+    service: str | None = None  # a dependency: the risk drop when its steps are left out
 
     @property
     def text(self) -> str:
+        if self.service is not None:
+            return (f"dependency {self.service}: without its steps the risk falls by "
+                    f"{self.contribution:.2g}")
         side = "above" if self.z >= 0 else "below"
         size = f"{abs(self.z):.1f}" if abs(self.z) < Z_CAP else f"more than {Z_CAP:.0f}"
         if self.away_seconds == 0:
@@ -61,7 +66,7 @@ class Driver:
     def to_json(self) -> dict[str, object]:
         return {"metric": self.metric, "contribution": round(self.contribution, 4),
                 "z": round(self.z, 2), "away_seconds": self.away_seconds, "trend": self.trend,
-                "text": self.text}
+                "text": self.text, **({"service": self.service} if self.service else {})}
 
     @classmethod
     def from_json(cls, raw: object) -> Driver:
@@ -74,8 +79,27 @@ class Driver:
                 or not all(isinstance(n, int | float) and not isinstance(n, bool)
                            and math.isfinite(n) for n in numbers)):
             raise ValueError(f"not a driver (metric, contribution, z, away_seconds, trend): {raw!r}")
+        service = raw.get("service")
+        if service is not None and not isinstance(service, str):
+            raise ValueError(f"not a driver (service {service!r}): {raw!r}")
         contribution, z, away = numbers
-        return cls(metric, float(contribution), float(z), int(away), str(trend))  # type: ignore[arg-type]
+        return cls(metric, float(contribution), float(z), int(away), str(trend),  # type: ignore[arg-type]
+                   service)
+
+
+def dependency_driver(service: str, contribution: float) -> Driver:
+    """A topology model's dependency as a driver: `contribution` is the risk lost when that
+    dependency's steps are left out (its channels as if it were missing)."""
+    return Driver("dependency", contribution, 0.0, 0, "steady", service)
+
+
+def with_dependencies(drivers: tuple[Driver, ...], risk: float,
+                      without_each: dict[str, float], top: int) -> tuple[Driver, ...]:
+    """The metric drivers and the dependencies that carry risk, largest first, at most `top`."""
+    found = [*drivers, *(dependency_driver(name, risk - rest)
+                         for name, rest in without_each.items()
+                         if risk - rest >= MIN_CONTRIBUTION)]
+    return tuple(sorted(found, key=lambda d: -d.contribution)[:top])
 
 
 def duration_words(seconds: int) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from sentinel.config.schema import AlertingConfig, Config
 from sentinel.core.alerts import AlertMachine, AlertTransition, ServiceAlertState
-from sentinel.core.attribution import Attributor
+from sentinel.core.attribution import Attributor, with_dependencies
 from sentinel.core.buckets import Bucket, Bucketer
 from sentinel.core.cause import cause_service
 from sentinel.core.context import ContextBatch, ContextLayout, ContextProvider, with_context
@@ -204,17 +204,22 @@ class Pipeline:
             transition = result.transitions[k]
             if transition.state == "firing" and transition.phase == "predicted":
                 i = rows[transition.service, transition.ts]
-                cause = self._cause(windows[i], x[i], float(risks[i]), layout)
-                if cause is not None:
-                    result.transitions[k] = replace(transition, cause_service=cause)
+                cause, without_each = self._cause(windows[i], x[i], float(risks[i]), layout)
+                drivers = transition.drivers
+                if self.attributor is not None and without_each:
+                    drivers = with_dependencies(drivers, float(risks[i]), without_each,
+                                                self.attributor.top)
+                result.transitions[k] = replace(transition, cause_service=cause,
+                                                drivers=drivers)
 
     def _cause(self, window: Window, x: np.ndarray, risk: float, layout: ContextLayout
-               ) -> str | None:
-        """The dependency that drove a firing (`sentinel.core.cause`): the window rescored
-        without any dependency, and without each present one in turn."""
+               ) -> tuple[str | None, dict[str, float]]:
+        """The dependency that drove a firing (`sentinel.core.cause`), and the risk with each
+        present dependency left out: the window rescored without any dependency, and
+        without each present one in turn."""
         present = self.gate.present(window.service, window.ts)
         if not present:
-            return None
+            return None, {}
         offset = x.shape[-1] - layout.width
         for provider, channels in zip(layout.providers, layout.channels, strict=True):
             if provider == NAME:
@@ -227,9 +232,9 @@ class Pipeline:
             batch[j, :, offset: offset + width] = self.gate.channels_with(window.service,
                                                                           window.ts, deps)
         rest = self.model.score_prepared(batch)  # type: ignore[union-attr]
-        return cause_service(risk, float(rest[0]), dict(zip(present, map(float, rest[1:]),
-                                                            strict=True)),
-                             float(self.alerts.config.threshold or 0.5))
+        without_each = dict(zip(present, map(float, rest[1:]), strict=True))
+        return (cause_service(risk, float(rest[0]), without_each,
+                              float(self.alerts.config.threshold or 0.5)), without_each)
 
     def _observe(self, result: StepResult, windows: list[Window], risks: np.ndarray,
                  holding: Iterable[bool], failed: Iterable[bool],

@@ -159,7 +159,8 @@ class Telemetry:
     def set_drivers(self, service: str, drivers: Sequence[Driver]) -> None:
         """The drivers of a firing service replace its previous ones (none: no series)."""
         self.clear_drivers(service)
-        labels = [(service, str(rank), d.metric) for rank, d in enumerate(drivers, 1)]
+        labels = [(service, str(rank), d.metric if d.service is None else f"dependency:{d.service}")
+                  for rank, d in enumerate(drivers, 1)]
         for label, driver in zip(labels, drivers, strict=True):
             self.drivers.labels(*label).set(driver.contribution)
         if labels:

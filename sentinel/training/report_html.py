@@ -197,6 +197,7 @@ def panel_figure(config: Config, panel: Panel, item: Labelled, scores: list[Scor
     minutes = (ts[inside] - panel.ts) / 60.0
     metrics = tracked_metrics(config)
     values = item.series.values[inside][:, : len(config.features)]
+    drivers = [d for d in drivers if d.service is None]  # dependencies: listed under the panel
     named = [d.metric for d in drivers]
     if not named:  # no attribution: name the features that moved most in the panel
         spread = np.nan_to_num(np.nanstd(_normalised(values), axis=0) if len(values) else np.zeros(0))

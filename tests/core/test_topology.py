@@ -241,6 +241,29 @@ def test_an_alert_names_the_dependency_that_drove_it() -> None:
     assert firing["inventory"].cause_service is None  # its own window fired it
     assert "payment" not in firing
     assert firing["checkout"].to_json()["cause_service"] == "inventory"
+    # the drivers rank the dependency with the metrics (issue 17): inventory carries the risk,
+    # the healthy payment carries none and is not listed
+    top = firing["checkout"].drivers[0]
+    assert (top.service, top.metric) == ("inventory", "dependency")
+    assert top.contribution > 0.1 and "dependency inventory" in top.text
+    assert all(d.service != "payment" for d in firing["checkout"].drivers)
+    assert all(d.service is None for d in firing["inventory"].drivers)  # no dependencies
+
+
+def test_a_dependency_driver_survives_the_outbox_and_reaches_the_annotations() -> None:
+    import json
+
+    from sentinel.core.alerts import AlertTransition
+    from sentinel.core.attribution import dependency_driver
+    from sentinel.sinks.base import alert_annotations
+    from sentinel.sinks.outbox import transition_from_json, transition_to_json
+
+    fired = AlertTransition("checkout", "firing", T0, 0.9, T0, "predicted", "inventory",
+                            drivers=(dependency_driver("inventory", 0.62),))
+    assert transition_from_json(transition_to_json(fired)) == fired
+    annotations = alert_annotations(fired)
+    assert json.loads(annotations["drivers"])[0]["service"] == "inventory"
+    assert "dependency inventory: without its steps the risk falls by 0.62" in annotations["summary"]
 
 
 def test_cause_service_reaches_the_annotations_and_survives_the_outbox() -> None:

@@ -144,3 +144,21 @@ def test_a_real_browser_renders_the_report_with_its_images(tmp_path: Path) -> No
                     "--hide-scrollbars", broken.as_uri()], capture_output=True, timeout=120)
     empty = np.asarray(Image.open(tmp_path / "broken.png").convert("RGB"))
     assert len(np.unique(empty.reshape(-1, 3), axis=0)) < colours / 2
+
+
+def test_a_panel_with_a_dependency_driver_draws_the_metrics_and_lists_the_dependency(
+        tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from sentinel.core.attribution import dependency_driver
+
+    config, _, labelled, run = _backtest(4, tmp_path)
+    panel = find_panels(config, labelled, run.transitions)[0]
+    drivers = (dependency_driver("inventory", 0.6), *panel.firing.drivers)
+    fig = panel_figure(config, panel, labelled[panel.service],
+                       [s for s in run.scores if s.service == panel.service],
+                       run.transitions, 0.5, drivers)
+    entries = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert entries[0].startswith("1. metric_with_a_long_name_01"), entries
+    assert not any("inventory" in e for e in entries)
+    plt.close(fig)
