@@ -199,8 +199,13 @@ def _produce(stop: threading.Event, samples: list[dict], bootstrap: str, speed: 
             say(f"the producer stopped: {exc}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM (kill, timeout, systemd) stops everything as Ctrl-C does
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     STATE.mkdir(parents=True, exist_ok=True)
     config_path = STATE / "sentinel.yaml"
     webhook_port = free_port()
