@@ -32,7 +32,7 @@ from sentinel.config.schema import KafkaConfig
 from sentinel.core.topology import DependencySteps
 from sentinel.daemon.kafka_client import (
     BOOTSTRAP_TIMEOUT_SECONDS,
-    REQUEST_TIMEOUT_SECONDS,
+    RECONNECT_BACKOFF_MAX_MS,
     kafka_errors,
     make_producer,
 )
@@ -87,20 +87,25 @@ class StepsTopic:
         self.origin = uuid.uuid4().hex  # this process: its own records are skipped
         self.skipped = 0  # records that could not be decoded
         servers = list(bootstrap)
-        self._producer = make_producer(servers, security, acks=1)
         with kafka_errors(f"cannot read the steps topic {topic}"):
             self._consumer = KafkaConsumer(
                 bootstrap_servers=servers, group_id=None, enable_auto_commit=False,
-                request_timeout_ms=int(REQUEST_TIMEOUT_SECONDS * 1000) + 1000,
-                api_version_auto_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
+                reconnect_backoff_max_ms=RECONNECT_BACKOFF_MAX_MS,
+                bootstrap_timeout_ms=int(BOOTSTRAP_TIMEOUT_SECONDS * 1000),
                 **dict(security or {}))
-            found = self._consumer.partitions_for_topic(topic)
-            if not found:
-                raise KafkaUnavailable(f"the steps topic {topic} does not exist (create it "
-                                       "compacted: docs/topology.md)")
-            partitions = [TopicPartition(topic, p) for p in sorted(found)]
-            self._consumer.assign(partitions)
-            self._seek(partitions, wall_clock() - lookback_seconds)
+        try:
+            with kafka_errors(f"cannot read the steps topic {topic}"):
+                found = self._consumer.partitions_for_topic(topic)
+                if not found:
+                    raise KafkaUnavailable(f"the steps topic {topic} does not exist (create it "
+                                           "compacted: docs/topology.md)")
+                partitions = [TopicPartition(topic, p) for p in sorted(found)]
+                self._consumer.assign(partitions)
+                self._seek(partitions, wall_clock() - lookback_seconds)
+            self._producer = make_producer(servers, security, acks=1)
+        except KafkaUnavailable:
+            self._consumer.close()
+            raise
 
     @classmethod
     def from_config(cls, config: KafkaConfig, security: Mapping[str, Any] | None,
