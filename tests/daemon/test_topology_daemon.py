@@ -18,6 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from sentinel.config.load import parse_config
 from sentinel.core.samples import Sample, decode
+from sentinel.core.topology import DependencySteps
+from sentinel.daemon import steps_topic
 from sentinel.daemon.telemetry import Telemetry, top_edges
 from sentinel.daemon.topology_watch import TopologyWatcher
 from sentinel.model.artifact import load_model
@@ -76,6 +78,23 @@ def test_edge_series_are_bounded_and_ranked() -> None:
     assert registry.get_sample_value("sentinel_dependency_edge_risk",
                                      {"caller": "caller1", "dependency": "dep1"}) == 0.2
     assert registry.get_sample_value("sentinel_dependency_late_total") == 0
+
+
+def test_a_steps_record_round_trips_and_a_bad_one_is_refused() -> None:
+    rng = np.random.default_rng(3)
+    steps = DependencySteps(rng.normal(size=(1, 60, 8)).astype(np.float32),
+                            (rng.random((1, 60)) > 0.5).astype(np.float32),
+                            rng.random((1, 60)).astype(np.float32))
+    origin, (service, ts, back) = steps_topic.decode(steps_topic.encode(("inventory", 1230, steps),
+                                                                        "r1"))
+    assert (origin, service, ts) == ("r1", "inventory", 1230) and back is not None
+    for name in ("prepared", "failing", "pressure"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(steps, name))
+    assert steps_topic.decode(steps_topic.encode(("cart", 10, None), "r2")) == ("r2",
+                                                                               ("cart", 10, None))
+    for bad in (b"{", b'{"v": 2}', b'{"v": 1, "origin": "x", "service": "a"}'):
+        with pytest.raises(ValueError, match="not a dependency step record"):
+            steps_topic.decode(bad)
 
 
 # --- one replica on a real broker: live == backtest with a topology model ---------------------
