@@ -39,6 +39,7 @@ from sentinel.daemon.history_store import HistoryStore
 from sentinel.daemon.hotswap import ModelWatcher
 from sentinel.daemon.kafka_io import DeadLetters, KafkaSource, client_security
 from sentinel.daemon.rebuild_hints import RebuildHints
+from sentinel.daemon.steps_topic import StepsTopic
 from sentinel.daemon.telemetry import Telemetry
 from sentinel.daemon.topology_watch import TopologyWatcher
 from sentinel.model.artifact import LoadedModel, load_model
@@ -133,9 +134,21 @@ class App:
         retrainer = None
         if config.retrain.enabled and history is not None:  # config: retrain needs history
             retrainer = Retrainer(config, models, history, lambda: watcher.serving, registry)
+        steps: Callable[[], StepsTopic] | None = None
+        if config.kafka.steps_topic is not None:  # several replicas share dependency steps
+            lookback = (config.window_steps * config.step_seconds
+                        + config.stream.dependency_wait_seconds
+                        + config.stream.allowed_lateness_seconds)
+
+            def open_steps() -> StepsTopic:
+                return StepsTopic.from_config(config.kafka, security, lookback)
+
+            steps = open_steps
+
         daemon = Daemon(config, pipeline, connect, notifier, telemetry, health, dead_letters,
                         wall_clock=wall_clock, history=history, models=watcher,
-                        rebuild_hints=hints, topology=TopologyWatcher(config, registry))
+                        rebuild_hints=hints, topology=TopologyWatcher(config, registry),
+                        steps=steps)
         app = cls(config, daemon, notifier, server, dead_letters, history, retrainer)
         app.calendar = calendar
         return app

@@ -366,6 +366,7 @@ _KAFKA: Spec = {
     "topic": _text,
     "group_id": _text,
     "dead_letter_topic": _text,
+    "steps_topic": _text,
     "rebuild_messages": _integer(0),
     "max_poll_records": _integer(1),
     "poll_timeout": _duration(),

@@ -209,6 +209,9 @@ class KafkaConfig:
     topic: str = "sentinel.metrics"
     group_id: str = "sentinel"
     dead_letter_topic: str | None = None  # rejected messages go here, with reason and origin
+    # topology with several replicas: each publishes its dependencies' closed steps to this
+    # compacted topic (keyed by service) and reads the others' (docs/topology.md); off if unset
+    steps_topic: str | None = None
     # After a partition is assigned, this many messages before its committed offset are
     # re-read (scored silently) to refill the windows and alert state of its services.
     rebuild_messages: int = 2000

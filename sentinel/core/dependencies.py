@@ -20,6 +20,11 @@ The rule for a caller's window ending at step t (event time, never the wall cloc
 Each dependency's steps are kept for `retention_steps` of its own newest step; a caller more
 than that behind its dependency finds the step gone and scores it neutral (counted late, as
 `expired`).
+
+Several replicas: a dependency may be consumed by another replica. With `publish` on, the
+gate keeps what it closed and recorded of its dependencies for `take_outgoing()` (the
+daemon publishes it to the steps topic); `receive()` takes another replica's closed steps
+and windows, which then count exactly like local ones (same wait, same late rule).
 Replaying a file (backtest) closes the steps of all services of a 10 s step within one chunk
 of messages, so nothing waits there; live, a dependency whose samples arrive up to
 `wait_seconds` later than its caller's still gives the same scores as the backtest.
@@ -76,6 +81,10 @@ class DependencyGate:
         self._recorded: set[str] = set()  # dependencies recorded since the last prune
         self._pruned_before: dict[str, int] = {}
         self.expired = 0  # dependency steps asked for after they were pruned (a lagging caller)
+        self.publish = False  # keep local dependency steps for `take_outgoing` (several replicas)
+        self._outgoing: dict[tuple[str, int], DependencySteps | None] = {}
+        self.newest_remote = -1 << 62  # newest step received from another replica
+        self.newest_local = -1 << 62  # newest step closed here (any service)
 
     def channels(self) -> tuple[str, ...]:
         return topology_channels(self.inputs)
@@ -95,9 +104,12 @@ class DependencyGate:
         """Closed buckets of this poll (before `record`): which steps each dependency closed,
         including steps that made no scorable window."""
         for bucket in buckets:
+            self.newest_local = max(self.newest_local, bucket.ts)
             if (self.topology.is_dependency(bucket.service)
                     and bucket.ts > self._closed.get(bucket.service, -1 << 62)):
                 self._closed[bucket.service] = bucket.ts
+            if self.publish and self.topology.is_dependency(bucket.service):
+                self._outgoing.setdefault((bucket.service, bucket.ts), None)
 
     def record(self, windows: list[Window], raw: np.ndarray, prepared: np.ndarray,
                metrics: tuple[str, ...], rule: FailureRule) -> None:
@@ -111,6 +123,28 @@ class DependencyGate:
             window = windows[i]
             self._steps.setdefault(window.service, {})[window.ts] = steps.row(j)
             self._recorded.add(window.service)
+            if self.publish:
+                self._outgoing[window.service, window.ts] = steps.row(j)
+
+    def take_outgoing(self) -> list[tuple[str, int, DependencySteps | None]]:
+        """The dependency steps closed here since the last call, in step order: (service,
+        step, its window's steps or None when the step made no scorable window)."""
+        out = sorted(((s, ts, steps) for (s, ts), steps in self._outgoing.items()),
+                     key=lambda item: item[1])
+        self._outgoing.clear()
+        return out
+
+    def receive(self, service: str, ts: int, steps: DependencySteps | None) -> None:
+        """Another replica closed `service`'s step `ts` (with its window's steps, if scorable).
+        Idempotent: receiving a step twice, or one this gate closed itself, changes nothing."""
+        if not self.topology.is_dependency(service):
+            return
+        if ts > self._closed.get(service, -1 << 62):
+            self._closed[service] = ts
+        self.newest_remote = max(self.newest_remote, ts)
+        if steps is not None and ts >= self._pruned_before.get(service, -1 << 62):
+            self._steps.setdefault(service, {})[ts] = steps
+            self._recorded.add(service)
 
     def prune(self) -> None:
         """Forget dependency steps older than `retention_steps` before the dependency's newest

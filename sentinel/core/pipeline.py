@@ -25,7 +25,7 @@ from sentinel.core.dependencies import DependencyGate, Held
 from sentinel.core.features import tracked_metrics
 from sentinel.core.labels import rule_state
 from sentinel.core.samples import Sample
-from sentinel.core.topology import NAME, Topology, inputs_of
+from sentinel.core.topology import NAME, DependencySteps, Topology, inputs_of
 from sentinel.core.windows import Window, WindowStore, max_missing_steps, scorable
 
 
@@ -118,6 +118,18 @@ class Pipeline:
             released, late = self.gate.flush()
             self._score_held(result, released)
             result.dependency_late += late
+        return result
+
+    def receive(self, steps: Iterable[tuple[str, int, DependencySteps | None]]) -> StepResult:
+        """Dependency steps closed by other replicas (the steps topic): held callers whose
+        dependencies are now complete are scored (see `DependencyGate.receive`)."""
+        result = StepResult(buckets=[])
+        for service, ts, kept in steps:
+            self.gate.receive(service, ts, kept)
+        if self._uses_topology():
+            released, result.dependency_late = self.gate.admit(())
+            self._score_held(result, released)
+            self.gate.prune()
         return result
 
     def set_topology(self, topology: Topology) -> None:

@@ -38,7 +38,7 @@ from sentinel.core.buckets import Bucket
 from sentinel.core.pipeline import Pipeline, StepResult
 from sentinel.core.samples import Rejection, Sample, decode
 from sentinel.core.services import ServiceTracker
-from sentinel.core.topology import Topology
+from sentinel.core.topology import DependencySteps, Topology
 from sentinel.daemon.health import HealthState
 from sentinel.daemon.kafka_io import KafkaUnavailable, Record
 from sentinel.daemon.sdnotify import SystemdNotifier
@@ -107,6 +107,14 @@ class TopologySource(Protocol):
     def poll(self, now: float) -> Topology | None: ...
 
 
+class StepsSource(Protocol):
+    """sentinel.daemon.steps_topic.StepsTopic: dependency steps shared between replicas."""
+
+    def publish(self, steps: list[tuple[str, int, DependencySteps | None]]) -> None: ...
+    def poll(self) -> list[tuple[str, int, DependencySteps | None]]: ...
+    def close(self) -> None: ...
+
+
 class ModelSource(Protocol):
     """sentinel.daemon.hotswap.ModelWatcher: a verified model to swap in now, or None; never blocks."""
 
@@ -126,7 +134,8 @@ class Daemon:
                  systemd: SystemdNotifier | None = None,
                  history: HistorySink | None = None, models: ModelSource | None = None,
                  rebuild_hints: HintSink | None = None,
-                 topology: TopologySource | None = None) -> None:
+                 topology: TopologySource | None = None,
+                 steps: Callable[[], StepsSource] | None = None) -> None:
         self.config, self.pipeline, self.notifier = config, pipeline, notifier
         # READY / WATCHDOG / STOPPING for a Type=notify unit; a no-op without NOTIFY_SOCKET
         self.systemd = systemd or SystemdNotifier.from_environment()
@@ -134,6 +143,7 @@ class Daemon:
         self.clock, self.wall_clock = clock, wall_clock
         self.history, self.models, self.rebuild_hints = history, models, rebuild_hints
         self.topology = topology
+        self._steps_connect, self._steps = steps, None  # several replicas: the steps topic
         # a service that has filled a window is evicted only after every newcomer
         self.tracker = ServiceTracker(config.stream.silence_seconds, config.stream.max_services,
                                       protect_after_samples=config.window_steps)
@@ -172,6 +182,8 @@ class Daemon:
             self.telemetry.up.set(0)
             if self._source is not None:
                 self._source.close()  # leaves the group: the partitions move on at once
+            if self._steps is not None:
+                self._steps.close()
 
     def stop(self) -> None:
         """Ask the loop to finish its batch and return; safe from a signal handler."""
@@ -187,6 +199,7 @@ class Daemon:
         warmup, live = self._decode(records, now)
         self._process(warmup, live=False)
         self._process(live, live=True)
+        self._exchange_steps()
         self.health.set_degraded("outbox", self.notifier.problem)  # alerts the disk refused
         self._sweep(now)
         self._commit()
@@ -229,12 +242,39 @@ class Daemon:
             self.dead_letters.send(record, rejection.reason, rejection.detail)
             self.telemetry.dead_letters.inc()
 
+    def _exchange_steps(self) -> None:
+        """Several replicas: publish the dependency steps closed here, score the callers that
+        the other replicas' steps complete (their transitions are live ones)."""
+        if self._steps_connect is None:
+            return
+        if self._steps is None:
+            self._steps = self._steps_connect()  # KafkaUnavailable: retried by `run`
+            self.pipeline.gate.publish = True
+        self._steps.publish(self.pipeline.gate.take_outgoing())
+        remote = self._steps.poll()
+        if remote:
+            started = self.clock()
+            result = self.pipeline.receive(remote)
+            self.telemetry.scoring_latency.observe(self.clock() - started)
+            self.telemetry.dependency_late.inc(result.dependency_late)
+            self._handle(result, live=True)
+        gate = self.pipeline.gate
+        if gate.newest_remote > -1 << 62 and gate.newest_local > -1 << 62:
+            self.telemetry.steps_behind.set(max(0, gate.newest_local - gate.newest_remote))
+
     def _process(self, samples: list[Sample], live: bool) -> None:
         if not samples:
             return
         started = self.clock()
         result = self.pipeline.process(samples)
         self.telemetry.scoring_latency.observe(self.clock() - started)
+        if live:
+            self._record(result.buckets)
+            self._count(samples, result)
+        self._handle(result, live)
+
+    def _handle(self, result: StepResult, live: bool) -> None:
+        """A result's gauges, alert deliveries (live) or adoptions (warm-up) and logs."""
         if result.batch_size:
             self.telemetry.batch_size.observe(result.batch_size)
         latest = {score.service: score for score in result.scores}
@@ -249,8 +289,6 @@ class Daemon:
                       extra={"fields": {"event": "score", "service": score.service,
                                         "event_ts": score.ts, "risk": score.risk, "live": live}})
         if live:
-            self._record(result.buckets)
-            self._count(samples, result)
             for transition in result.transitions:
                 self.notifier.submit(transition)  # OutboxError propagates: nothing is committed
                 self.telemetry.alerts.labels(transition.state).inc()

@@ -85,6 +85,11 @@ class Telemetry:
         self.unscorable = Counter("sentinel_windows_unscorable_total",
                                   "Full windows not scored: more missing steps than allowed",
                                   registry=r)
+        self.steps_behind = Gauge(
+            "sentinel_dependency_steps_behind_seconds",
+            "Several replicas (kafka.steps_topic): event time between the newest step closed "
+            "here and the newest dependency step received from another replica",
+            registry=r)
         self.dependency_late = Counter(
             "sentinel_dependency_late_total",
             "Windows scored without a dependency's step (it was later than "

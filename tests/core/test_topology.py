@@ -291,3 +291,58 @@ def test_cause_rule(risk: float, alone: float, each: dict, expected: str | None)
     from sentinel.core.cause import cause_service
 
     assert cause_service(risk, alone, each, threshold=0.6) == expected
+
+
+def _two_replicas(samples: list[Sample], chunk: int, stop_publishing_at: int | None = None
+                  ) -> tuple[dict, int, int]:
+    """Replica A consumes the dependencies (payment, inventory), replica B the callers
+    (checkout, cart); after each poll each hands `take_outgoing()` to the other's `receive`
+    (what the steps topic carries). A's steps stop reaching B from `stop_publishing_at`."""
+    pipelines = {"A": Pipeline(CONFIG, Recording(), topology=TOPOLOGY),
+                 "B": Pipeline(CONFIG, Recording(), topology=TOPOLOGY)}
+    for pipeline in pipelines.values():
+        pipeline.gate.publish = True
+    home = {"payment": "A", "inventory": "A", "checkout": "B", "cart": "B"}
+    scores: dict[tuple[str, int], float] = {}
+    late = held = 0
+    for i in range(0, len(samples), chunk):
+        results = [pipelines[r].process([s for s in samples[i: i + chunk] if home[s.service] == r])
+                   for r in "AB"]
+        outgoing = {r: pipelines[r].gate.take_outgoing() for r in "AB"}
+        if stop_publishing_at is not None and samples[i].ts >= stop_publishing_at:
+            outgoing["A"] = []
+        results += [pipelines["B"].receive(outgoing["A"]), pipelines["A"].receive(outgoing["B"])]
+        for result in results:
+            late += result.dependency_late
+            scores.update({(s.service, s.ts): s.risk for s in result.scores})
+        held = max(held, pipelines["B"].gate.held)
+    return scores, late, held
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_a_dependency_on_another_replica_scores_as_in_one_process(chunk: int) -> None:
+    """Polls of at most one step: the other replica's steps arrive a poll later, well within
+    the wait (2 steps). Polls of several steps make the caller run ahead of them by more than
+    the wait: then they are late by the documented rule (the next test)."""
+    samples = _traffic()
+    reference, _, _ = _run(samples, len(samples))
+    scores, late, _ = _two_replicas(samples, chunk)
+    assert late == 0
+    # every window the stream closed live is scored as in one process (the file's last open
+    # steps are closed only by the backtest's flush)
+    assert ("checkout", T0 + 380) in scores and scores.keys() <= reference.keys()
+    assert len(scores) >= len(reference) - 4
+    np.testing.assert_allclose([scores[k] for k in scores], [reference[k] for k in scores],
+                               atol=1e-6)
+
+
+def test_steps_that_stop_arriving_are_late_after_the_wait_and_never_stall_the_caller() -> None:
+    samples = _traffic()
+    stop = T0 + 250
+    scores, late, held = _two_replicas(samples, 4, stop_publishing_at=stop)
+    callers_after = [k for k in scores if k[0] in ("checkout", "cart") and k[1] >= stop]
+    # the callers go on being scored up to their newest closed step minus the wait (20 s)
+    assert max(ts for _, ts in callers_after) >= T0 + 380 - 20
+    # checkout misses payment and inventory, cart inventory: counted per window and dependency
+    assert late >= len([k for k in callers_after if k[0] == "checkout"]) * 2 - 4
+    assert held <= 2 * 3
