@@ -31,6 +31,7 @@ from sentinel.config.calendar_file import parse_event, read_calendar
 from sentinel.config.schema import Config, SaleEvent
 from sentinel.core.calendar import CALENDAR_CHANNELS, calendar_channels, event_at
 from sentinel.core.context import ContextBatch
+from sentinel.daemon.file_watch import ChangedFile
 from sentinel.errors import ConfigError, SentinelError
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,11 @@ class LiveCalendar:
         self.reload_interval_seconds = reload_interval_seconds
         self.topic, self.clock = topic, clock
         self._file_events: tuple[SaleEvent, ...] = ()
-        self._signature: tuple[float, int] | None = None
-        self._checked = -float("inf")
+        self._file: ChangedFile | None = None
         self.reloads = 0
         if self.path is not None:
+            self._file = ChangedFile(self.path, reload_interval_seconds)
             self._file_events = read_calendar(self.path)  # at start-up: a bad file is fatal
-            self._signature = _signature(self.path)
 
     @classmethod
     def from_config(cls, config: Config, security: dict[str, Any] | None = None
@@ -82,14 +82,9 @@ class LiveCalendar:
         return tuple(sorted(merged.values(), key=lambda e: (e.start_ts, e.name)))
 
     def _maybe_reload(self) -> None:
-        now = self.clock()
-        if self.path is None or now - self._checked < self.reload_interval_seconds:
-            return
-        self._checked = now
-        signature = _signature(self.path)
-        if signature is None or signature == self._signature:
+        if self._file is None or not self._file.changed(self.clock()):
             return  # unchanged, or gone: keep the last good events
-        self._signature = signature
+        assert self.path is not None
         try:
             self._file_events = read_calendar(self.path)
         except (ConfigError, OSError) as exc:
@@ -106,14 +101,6 @@ class LiveCalendar:
     def stop(self) -> None:
         if self.topic is not None:
             self.topic.stop()
-
-
-def _signature(path: Path) -> tuple[float, int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return stat.st_mtime, stat.st_size
 
 
 class CalendarTopic:

@@ -6,16 +6,15 @@
     ...     pipeline.set_topology(topology)
 
 At most every `CHECK_INTERVAL_SECONDS` the watcher compares the file's mtime and size with
-those it last read; when they differ it reads and validates the file again (the inline
-`topology:` map is merged in, as at start-up). A file that no longer reads or validates is
-refused: logged, counted in ``sentinel_topology_reloads_total{outcome="refused"}``, and the
+those it last read (`sentinel.daemon.file_watch`); when they differ it reads and validates
+the file again (the inline `topology:` map is merged in, as at start-up). A file that no
+longer reads or validates is refused: logged, counted in ``sentinel_topology_reloads_total{outcome="refused"}``, and the
 topology in force stays until the file changes again.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter
@@ -23,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sentinel.config.load import effective_topology, topology_warnings
 from sentinel.config.schema import Config
 from sentinel.core.topology import Topology
+from sentinel.daemon.file_watch import ChangedFile
 from sentinel.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -35,33 +35,17 @@ class TopologyWatcher:
                  check_interval_seconds: float = CHECK_INTERVAL_SECONDS) -> None:
         self.config = config
         self.path = Path(config.topology_file) if config.topology_file else None
-        self.check_interval_seconds = check_interval_seconds
+        self._file = ChangedFile(self.path, check_interval_seconds) if self.path else None
         self.reloads = Counter("sentinel_topology_reloads_total",
                                "Topology file reloads after a change, by outcome", ["outcome"],
                                registry=registry)
         for outcome in ("applied", "refused"):
             self.reloads.labels(outcome)
-        self._seen = self._stamp()
-        self._due = 0.0
-
-    def _stamp(self) -> tuple[int, int] | None:
-        if self.path is None:
-            return None
-        try:
-            stat = os.stat(self.path)
-        except OSError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
 
     def poll(self, now: float) -> Topology | None:
         """The new topology when the file changed since the last read, else None; never raises."""
-        if self.path is None or now < self._due:
+        if self._file is None or not self._file.changed(now):
             return None
-        self._due = now + self.check_interval_seconds
-        stamp = self._stamp()
-        if stamp == self._seen:
-            return None
-        self._seen = stamp
         try:
             topology = effective_topology(self.config)
             warnings = topology_warnings(self.config)
