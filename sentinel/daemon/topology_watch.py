@@ -8,8 +8,9 @@
 At most every `CHECK_INTERVAL_SECONDS` the watcher compares the file's mtime and size with
 those it last read (`sentinel.daemon.file_watch`); when they differ it reads and validates
 the file again (the inline `topology:` map is merged in, as at start-up). A file that no
-longer reads or validates is refused: logged, counted in ``sentinel_topology_reloads_total{outcome="refused"}``, and the
-topology in force stays until the file changes again.
+longer reads or validates is refused: logged, counted in
+``sentinel_topology_reloads_total{outcome="refused"}``, and the topology in force stays
+until the file changes again.
 """
 
 from __future__ import annotations
